@@ -1,0 +1,233 @@
+"""The wall-clock budget: when training stops, and where the learning rate is on the way there.
+
+Why a time-mapped schedule: a cosine sized in steps for a guessed throughput never reaches its
+minimum when the budget cuts it (a published one-GPU/24 h ViT run decayed for 300 epochs and was
+stopped at a fraction of that). Budgeted Training (Li et al., ICLR 2020) and Cramming (Geiping &
+Goldstein 2022) show that annealing to the end of the actual budget is what matters. So, as in
+Cramming, schedule progress is elapsed training time over the time available for training; it
+needs no throughput guess and follows throughput drift for free. When the recipe also limits
+steps or epochs, progress is the larger of the two fractions: whichever limit comes first, the
+rate reaches its minimum there.
+
+The budget covers the whole process: training plus the final evaluation, save and push. Their cost
+(the reserve) is estimated from measured step times and refined with measured evaluations and
+saves, and training stops early enough that the process ends inside the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from transformers import TrainerCallback
+
+from .durations import format_duration
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class TimeBudget:
+    """Seconds for the whole run, counted from `started_at` on `clock`."""
+
+    seconds: float
+    started_at: float
+    clock: Clock = time.monotonic
+    reserve: float = 0.0  # seconds kept back for the final evaluation, save and push
+    train_started_at: float | None = None
+    step_seconds: float = 0.0  # running estimate of one optimizer step, data wait included
+    last_progress: float = 0.0  # what the schedule last saw; the stop decision uses the same number
+
+    @property
+    def deadline(self) -> float:
+        return self.started_at + self.seconds
+
+    @property
+    def stop_training_at(self) -> float:
+        return self.deadline - self.reserve
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock()
+
+    def training_progress(self) -> float:
+        """Fraction of the training time used by the end of the next step, in [0, 1].
+
+        One step of lookahead: the rate set now is the rate of the next step, so the last step
+        before the stop runs at the schedule's end value.
+        """
+        if self.train_started_at is None:
+            return 0.0
+        span = self.stop_training_at - self.train_started_at
+        if span <= 0:
+            return 1.0
+        elapsed = self.clock() + self.step_seconds - self.train_started_at
+        return min(1.0, max(0.0, elapsed / span))
+
+
+@dataclass
+class LrShape:
+    """Warmup then decay to min_ratio, as a function of progress in [0, 1] (and steps, for step warmup)."""
+
+    kind: str = "cosine"  # cosine | linear | constant
+    warmup_fraction: float = 0.0  # warmup as a fraction of the budget (training.warmup_steps < 1)
+    warmup_steps: int = 0  # or as steps (training.warmup_steps >= 1)
+    min_ratio: float = 0.0
+
+    def factor(self, progress: float, step: int) -> float:
+        warm = self._warmup(progress, step)
+        if warm < 1.0:
+            return warm
+        if self.kind == "constant":
+            return 1.0
+        span = 1.0 - self.warmup_fraction
+        done = 1.0 if span <= 0 else min(1.0, max(0.0, (progress - self.warmup_fraction) / span))
+        decay = 0.5 * (1.0 + math.cos(math.pi * done)) if self.kind == "cosine" else 1.0 - done
+        return self.min_ratio + (1.0 - self.min_ratio) * decay
+
+    def _warmup(self, progress: float, step: int) -> float:
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.warmup_fraction > 0 and progress < self.warmup_fraction:
+            return max(progress / self.warmup_fraction, 1e-3)
+        return 1.0
+
+
+SUPPORTED_SCHEDULES = {
+    "cosine": "cosine",
+    "cosine_with_min_lr": "cosine",
+    "linear": "linear",
+    "constant": "constant",
+    "constant_with_warmup": "constant",
+}
+
+
+def lr_shape_from_args(args) -> LrShape:
+    """The LrShape that TrainingArguments describe (lr_scheduler_type, warmup_steps, lr_scheduler_kwargs)."""
+    kind = SUPPORTED_SCHEDULES[str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))]
+    kwargs = args.lr_scheduler_kwargs or {}
+    min_ratio = kwargs.get("min_lr_rate")
+    if min_ratio is None and kwargs.get("min_lr") is not None:
+        min_ratio = kwargs["min_lr"] / args.learning_rate
+    warmup = float(args.warmup_steps or 0)
+    return LrShape(
+        kind=kind,
+        warmup_fraction=warmup if 0 < warmup < 1 else 0.0,
+        warmup_steps=int(warmup) if warmup >= 1 else 0,
+        min_ratio=float(min_ratio or 0.0),
+    )
+
+
+@dataclass
+class ReserveEstimate:
+    """What the end of the run costs: final evaluation + save (+ push), plus a safety margin."""
+
+    eval_images: int
+    budget_seconds: float
+    pushes: bool = False
+    eval_seconds: float | None = None  # measured, once an evaluation has run
+    save_seconds: float | None = None  # measured, once a checkpoint was saved
+    startup_seconds: float = 3.0  # data-loader workers and first batches of an evaluation
+
+    def seconds(self, seconds_per_train_image: float) -> float:
+        # An evaluation forward costs about a third of a training step (no backward, no optimizer).
+        evaluation = self.eval_seconds
+        if evaluation is None:
+            evaluation = self.startup_seconds + 1.5 * self.eval_images * seconds_per_train_image / 3
+        save = self.save_seconds if self.save_seconds is not None else 2.0
+        push = 20.0 if self.pushes else 0.0
+        margin = max(2.0, 0.02 * self.budget_seconds)
+        return evaluation + 2 * save + push + margin
+
+
+@dataclass
+class BudgetCallback(TrainerCallback):
+    """Stops training when the budget's training time is spent; skips evaluations that no longer fit."""
+
+    budget: TimeBudget
+    reserve: ReserveEstimate
+    images_per_step: int
+    _last_step_end: float | None = None
+    _phase_start: float | None = None
+    _steps_timed: int = 0
+    stopped_by_budget: bool = field(default=False)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        now = self.budget.clock()
+        self.budget.train_started_at = now
+        self._update_reserve()
+        logger.info(
+            "budget %s: %s left at the start of training, %s kept for the final evaluation and save",
+            format_duration(self.budget.seconds),
+            format_duration(self.budget.remaining()),
+            format_duration(self.budget.reserve),
+        )
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self._last_step_end is None:
+            self._last_step_end = self.budget.clock()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = self.budget.clock()
+        self._time_step(now)
+        self._update_reserve()
+        if self.budget.last_progress >= 1.0 or now + self.budget.step_seconds >= self.budget.stop_training_at:
+            self._stop(control, state)
+        self._skip_evaluation_that_does_not_fit(control, state, now)
+        self._phase_start = now
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self._phase_start is not None:
+            self.reserve.eval_seconds = self.budget.clock() - self._phase_start
+            self._phase_start = self.budget.clock()
+        self._last_step_end = None  # don't count the evaluation as step time
+
+    def on_save(self, args, state, control, **kwargs):
+        if self._phase_start is not None:
+            self.reserve.save_seconds = self.budget.clock() - self._phase_start
+        self._last_step_end = None
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        now = self.budget.clock()
+        if self.stopped_by_budget:
+            control.should_evaluate = False  # the run's final evaluation is next
+            control.should_save = False
+        self._skip_evaluation_that_does_not_fit(control, state, now)
+        self._phase_start = now
+
+    def _skip_evaluation_that_does_not_fit(self, control, state, now: float) -> None:
+        # The final evaluation follows anyway; one that runs into the reserve would eat training time.
+        if control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at:
+            self._stop(control, state)
+
+    def _stop(self, control, state) -> None:
+        if not self.stopped_by_budget:
+            logger.info("budget: training time spent at step %d; final evaluation and save next", state.global_step)
+        self.stopped_by_budget = True
+        control.should_training_stop = True
+        control.should_log = True  # the last step's learning rate goes into the log history
+        control.should_evaluate = False
+        control.should_save = False
+
+    def _time_step(self, now: float) -> None:
+        if self._last_step_end is not None:
+            duration = now - self._last_step_end
+            self._steps_timed += 1
+            # The first step carries warm-up costs (allocation, autotuning); weigh recent steps more.
+            weight = 1.0 if self._steps_timed == 1 else 0.2
+            self.budget.step_seconds += weight * (duration - self.budget.step_seconds)
+        self._last_step_end = now
+
+    def _eval_estimate(self) -> float:
+        if self.reserve.eval_seconds is not None:
+            return self.reserve.eval_seconds
+        per_image = self.budget.step_seconds / max(1, self.images_per_step)
+        return self.reserve.startup_seconds + 1.5 * self.reserve.eval_images * per_image / 3
+
+    def _update_reserve(self) -> None:
+        per_image = self.budget.step_seconds / max(1, self.images_per_step)
+        self.budget.reserve = self.reserve.seconds(per_image)
