@@ -1,0 +1,78 @@
+"""Images per second of the composed training augment (vit_hf/data/augment.py), for the record.
+
+    python benchmarks/augment_throughput.py [--repeats 20]
+
+For each device (CPU, and CUDA when present) and each recipe-like setting it times the full
+uint8 -> normalized float32 transform on one batch, after a warm-up, and prints the median and
+the spread over the repeats. CUDA timings use CUDA events, so they measure the kernels rather
+than the launch. Nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+
+from vit_hf.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
+from vit_hf.data.augment import build_train_augment
+
+# (label, image size, batch size, recipe data section)
+CASES = [
+    ("cifar: pad 4 + flip", 32, 256, DataConfig(crop="pad", pad=4, hflip=0.5)),
+    ("deit: rrc + flip + jitter 0.4", 32, 256, DataConfig(crop="random_resized", hflip=0.5, color_jitter=0.4)),
+    ("deit: rrc + flip + jitter 0.4", 224, 64, DataConfig(crop="random_resized", hflip=0.5, color_jitter=0.4)),
+]
+WARMUP = 3
+
+
+def time_once(augment, images: torch.Tensor, generator: torch.Generator) -> float:
+    """Seconds for one call, measured on the images' device."""
+    if images.device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        augment(images, generator)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    start_s = time.perf_counter()
+    augment(images, generator)
+    return time.perf_counter() - start_s
+
+
+def images_per_second(cfg: DataConfig, size: int, batch: int, device: torch.device, repeats: int) -> list[float]:
+    augment = build_train_augment(cfg, IMAGENET_MEAN, IMAGENET_STD)
+    generator = torch.Generator(device=device).manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device, generator=generator)
+    for _ in range(WARMUP):
+        time_once(augment, images, generator)
+    return [batch / time_once(augment, images, generator) for _ in range(repeats)]
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per case (after the warm-up)")
+    args = parser.parse_args()
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    print(f"torch {torch.__version__}; median images/s [min-max] over {args.repeats} batches\n")
+    for device in devices:
+        print(f"{device.type}: {hardware(device)}")
+        for label, size, batch, cfg in CASES:
+            rates = images_per_second(cfg, size, batch, device, args.repeats)
+            print(
+                f"  {label:<30} {size:>3} px  batch {batch:>3}  "
+                f"{statistics.median(rates):>12,.0f}  [{min(rates):,.0f}-{max(rates):,.0f}]"
+            )
+
+
+if __name__ == "__main__":
+    main()
