@@ -93,12 +93,12 @@ def drive(callback: BudgetCallback, clock: FakeClock, step_seconds: float, max_s
 def test_training_stops_so_the_final_phase_fits_inside_the_budget():
     clock = FakeClock()
     budget = TimeBudget(seconds=120, started_at=clock.now, clock=clock)
-    reserve = ReserveEstimate(eval_images=1000, budget_seconds=120)
+    reserve = ReserveEstimate(eval_images=1000, budget_seconds=120, model_bytes=50_000_000, loader_workers=2)
     callback = BudgetCallback(budget=budget, reserve=reserve, images_per_step=100)
     steps, control = drive(callback, clock, step_seconds=0.5)
     assert control.should_training_stop and control.should_log and callback.stopped_by_budget
-    # final evaluation estimate: 3 s start-up + 1.5 * 1000 images * 5 ms / 3
-    final_phase = 3 + 1.5 * 1000 * 0.005 / 3 + 2 * 2.0 + max(2.0, 0.02 * 120)
+    # evaluation: 1.5 s start-up (2 workers) + 1.5 * 1000 images * 5 ms / 3; save: 0.5 s + 50 MB at 100 MB/s
+    final_phase = (0.5 + 2 * 0.5) + 1.5 * 1000 * 0.005 / 3 + (0.5 + 0.5) + max(1.0, 0.02 * 120)
     assert clock.now + final_phase <= budget.deadline + 1e-6
     assert budget.deadline - clock.now <= final_phase + 0.5 + 1e-6  # and not much earlier than needed
     assert budget.last_progress >= 0.99
@@ -115,7 +115,7 @@ def test_measured_evaluation_replaces_the_estimate():
     callback.on_evaluate(None, state, control)
     assert reserve.eval_seconds == pytest.approx(30)
     callback.on_step_end(None, state, control)
-    assert budget.reserve == pytest.approx(30 + 2 * 2.0 + 0.02 * 600)
+    assert budget.reserve == pytest.approx(30 + 0.5 + 0.02 * 600)
 
 
 def test_an_evaluation_that_would_run_into_the_reserve_is_skipped():

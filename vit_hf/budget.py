@@ -124,24 +124,35 @@ def lr_shape_from_args(args) -> LrShape:
 
 @dataclass
 class ReserveEstimate:
-    """What the end of the run costs: final evaluation + save (+ push), plus a safety margin."""
+    """What the end of the run costs: final evaluation + save (+ push), plus a safety margin.
+
+    Before anything is measured: an evaluation forward costs about a third of a training step per
+    image (no backward, no optimizer), plus its data-loader start-up; a save writes the weights at
+    a conservative 100 MB/s. Measured evaluations and saves replace these estimates.
+    """
 
     eval_images: int
     budget_seconds: float
+    model_bytes: int = 0
+    loader_workers: int = 0
     pushes: bool = False
     eval_seconds: float | None = None  # measured, once an evaluation has run
     save_seconds: float | None = None  # measured, once a checkpoint was saved
-    startup_seconds: float = 3.0  # data-loader workers and first batches of an evaluation
+
+    @property
+    def startup_seconds(self) -> float:
+        return 0.5 + 0.5 * self.loader_workers
+
+    def evaluation(self, seconds_per_train_image: float) -> float:
+        if self.eval_seconds is not None:
+            return self.eval_seconds
+        return self.startup_seconds + 1.5 * self.eval_images * seconds_per_train_image / 3
 
     def seconds(self, seconds_per_train_image: float) -> float:
-        # An evaluation forward costs about a third of a training step (no backward, no optimizer).
-        evaluation = self.eval_seconds
-        if evaluation is None:
-            evaluation = self.startup_seconds + 1.5 * self.eval_images * seconds_per_train_image / 3
-        save = self.save_seconds if self.save_seconds is not None else 2.0
-        push = 20.0 if self.pushes else 0.0
-        margin = max(2.0, 0.02 * self.budget_seconds)
-        return evaluation + 2 * save + push + margin
+        save = self.save_seconds if self.save_seconds is not None else 0.5 + self.model_bytes / 100e6
+        push = 20.0 + self.model_bytes / 10e6 if self.pushes else 0.0
+        margin = max(1.0, 0.02 * self.budget_seconds)
+        return self.evaluation(seconds_per_train_image) + save + push + margin
 
 
 @dataclass
@@ -223,10 +234,7 @@ class BudgetCallback(TrainerCallback):
         self._last_step_end = now
 
     def _eval_estimate(self) -> float:
-        if self.reserve.eval_seconds is not None:
-            return self.reserve.eval_seconds
-        per_image = self.budget.step_seconds / max(1, self.images_per_step)
-        return self.reserve.startup_seconds + 1.5 * self.reserve.eval_images * per_image / 3
+        return self.reserve.evaluation(self.budget.step_seconds / max(1, self.images_per_step))
 
     def _update_reserve(self) -> None:
         per_image = self.budget.step_seconds / max(1, self.images_per_step)

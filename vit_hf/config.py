@@ -38,7 +38,8 @@ class DataConfig:
     validation_size: float = _key(
         0.1,
         "When the dataset has no eval split: the fraction (< 1) or number (>= 1) of train examples held "
-        "out, stratified by label and seeded by training.seed.",
+        "out, stratified by label and seeded by training.seed. Streams hold out by a seeded hash of each "
+        "image (not stratified; a count needs the stream's length).",
     )
     image_column: str | None = _key(None, "Column holding the images. Default: 'image' or 'img', whichever exists.")
     label_column: str | None = _key(
@@ -51,7 +52,9 @@ class DataConfig:
     classes: list[str] | int | None = _key(
         None, "Keep only these classes: a list of label names, or a count (the first N label ids)."
     )
-    max_per_class: int | None = _key(None, "Keep at most this many training images per class (seeded).")
+    max_per_class: int | None = _key(
+        None, "Keep at most this many training images per class (seeded). Map-style datasets only."
+    )
     max_train_samples: int | None = _key(None, "Keep at most this many training images (seeded shuffle, then head).")
     max_eval_samples: int | None = _key(None, "Keep at most this many evaluation images (seeded shuffle, then head).")
     mean: list[float] | None = _key(

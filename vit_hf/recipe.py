@@ -54,6 +54,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "logging_steps": 50,
     "report_to": "none",
     "dataloader_num_workers": min(4, max(0, (os.cpu_count() or 1) - 1)),
+    # A pushed model is private until the recipe says otherwise (HF's None means public).
+    "hub_private_repo": True,
 }
 
 # Never written to recipe.yaml, logs or model cards: a secret, or an environment-dependent value.
@@ -342,9 +344,23 @@ def build_training_arguments(values: dict[str, Any]):
     from transformers import TrainingArguments
 
     try:
-        return TrainingArguments(**values)
+        return TrainingArguments(**(values | _cpu_only_settings(values)))
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"training: {exc}") from None
+
+
+def _cpu_only_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """On a machine without an accelerator, a bf16 recipe runs with CPU bf16 autocast.
+
+    TrainingArguments refuses bf16 without a GPU unless use_cpu is set; setting it here (not in the
+    recipe) keeps recipe.yaml portable: the same file uses the GPU where there is one.
+    """
+    if values.get("use_cpu") is not None or not values.get("bf16"):
+        return {}
+    import torch
+
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return {} if has_accelerator else {"use_cpu": True}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""End to end through the real entry point: recipe -> datasets on disk -> ViT -> Trainer -> output_dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from tests.conftest import ROOT, SHARED_CIFAR10
+from tests.datagen import CLASSES, class_image, make_imagefolder
+from vit_hf.run import main
+
+TINY_MODEL = {
+    "preset": "vit-tiny",
+    "patch_size": 4,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+def tiny_recipe(data_dir: Path, output_dir: Path, **training) -> dict:
+    return {
+        "data": {"dataset": str(data_dir), "image_size": 16, "crop": "pad", "pad": 2, "hflip": 0.0},
+        "model": dict(TINY_MODEL),
+        "training": {
+            "output_dir": str(output_dir),
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 16,
+            "learning_rate": 3e-3,
+            "num_train_epochs": 6,
+            "logging_steps": 5,
+            "dataloader_num_workers": 0,
+            "seed": 0,
+            **training,
+        },
+    }
+
+
+def write_recipe(tmp_path: Path, recipe: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real run of `python -m vit_hf.run` on a tiny imagefolder; shared by the checks below."""
+    tmp = tmp_path_factory.mktemp("trained")
+    data = make_imagefolder(tmp / "data", per_class=12, size=20)
+    out = tmp / "out"
+    recipe = write_recipe(tmp, tiny_recipe(data, out))
+    result = subprocess.run(
+        [sys.executable, "-m", "vit_hf.run", str(recipe)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"data": data, "out": out, "recipe": recipe, "log": result.stderr + result.stdout}
+
+
+def test_output_dir_holds_what_the_ecosystem_uses(trained):
+    out = trained["out"]
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "recipe.yaml",
+                 "eval_results.json", "trainer_state.json"):
+        assert (out / name).is_file(), name
+    config = json.loads((out / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == sorted(CLASSES)
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["eval_accuracy"] >= 0.9  # three distinct colours: learnable in a few dozen steps
+    assert results["eval_top5_accuracy"] == 1.0  # three classes: top-5 always holds the answer
+
+
+def test_log_states_the_plan_up_front(trained):
+    log = trained["log"]
+    assert "3 classes" in log and "images (8 x 1 devices x 1 accumulation)" in log and "epoch: 5 steps" in log
+
+
+def test_pipeline_answers_with_the_dataset_label_names(trained):
+    from transformers import pipeline
+
+    classify = pipeline("image-classification", model=str(trained["out"]))
+    rng = __import__("numpy").random.default_rng(7)
+    for class_id, name in enumerate(CLASSES):
+        answer = classify(class_image(class_id, rng, size=20))
+        assert answer[0]["label"] == name
+
+
+def test_eval_only_reproduces_the_accuracy(trained, tmp_path):
+    out = tmp_path / "eval"
+    code = main([str(trained["recipe"]), "--eval-only", "--model.pretrained", str(trained["out"]),
+                 "--training.output_dir", str(out)])
+    assert code == 0
+    again = json.loads((out / "eval_results.json").read_text())
+    first = json.loads((trained["out"] / "eval_results.json").read_text())
+    assert again["eval_accuracy"] == pytest.approx(first["eval_accuracy"])
+    assert not list(out.glob("checkpoint-*")) and not (out / "optimizer.pt").exists()
+
+
+def test_rerunning_the_written_recipe_reproduces_the_run(trained, tmp_path):
+    written = yaml.safe_load((trained["out"] / "recipe.yaml").read_text())
+    written["training"]["output_dir"] = str(tmp_path / "again")
+    assert main([str(write_recipe(tmp_path, written))]) == 0
+    first = json.loads((trained["out"] / "eval_results.json").read_text())
+    again = json.loads((tmp_path / "again" / "eval_results.json").read_text())
+    assert again["eval_accuracy"] == pytest.approx(first["eval_accuracy"])
+    assert again["eval_loss"] == pytest.approx(first["eval_loss"], rel=1e-4)
+
+
+def test_odd_image_modes_and_flat_imagefolder_with_carved_validation(tmp_path):
+    """Grayscale/palette/RGBA images, no split folders: validation_size carves the eval split."""
+    data = tmp_path / "data"
+    for mode in ("L", "P", "RGBA"):
+        make_imagefolder(data, per_class=4, size=20, splits=None, mode=mode, seed=len(mode))
+        for path in data.rglob("*.png"):
+            if not path.stem.startswith("m"):
+                path.rename(path.with_name(f"m{mode}_{path.name}"))
+    recipe = tiny_recipe(data, tmp_path / "out", max_steps=3)
+    recipe["data"]["validation_size"] = 0.25
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    assert 0 <= results["eval_accuracy"] <= 1
+
+
+def test_budget_run_ends_inside_its_budget_with_the_lr_annealed(tmp_path):
+    data = make_imagefolder(tmp_path / "data", per_class=12, size=20)
+    recipe = tiny_recipe(data, tmp_path / "out", lr_scheduler_type="cosine", warmup_steps=0.1)
+    del recipe["training"]["num_train_epochs"]
+    recipe["budget"] = {"time": "12s"}
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "vit_hf.run", str(write_recipe(tmp_path, recipe))],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    interpreter_startup = 10  # importing torch + transformers on a busy 2-core machine
+    assert elapsed < 12 + interpreter_startup
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    lrs = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
+    assert state["global_step"] > 10  # it trained for the budget, not for a guessed epoch count
+    assert max(lrs) == pytest.approx(3e-3, rel=0.05)
+    assert lrs[-1] < 3e-3 * 1e-3  # annealed to the minimum at the last step
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_bad_dataset_path_fails_before_training_with_exit_2(tmp_path):
+    recipe = tiny_recipe(tmp_path / "nowhere", tmp_path / "out")
+    assert main([str(write_recipe(tmp_path, recipe))]) == 2
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="../shared/datasets/cifar10 is absent")
+def test_cifar10_short_budget(tmp_path):
+    """The real recipe on real data, for a short budget: ends on time, well above chance (10%)."""
+    out = tmp_path / "out"
+    started = time.monotonic()
+    code = main([str(ROOT / "recipes" / "cifar10_tiny.yaml"), "--data.dataset", str(SHARED_CIFAR10),
+                 "--budget.time", "60s", "--training.output_dir", str(out), "--data.max_eval_samples", "2000",
+                 "--model.num_hidden_layers", "4"])
+    assert code == 0
+    assert time.monotonic() - started < 60 + 5
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["eval_accuracy"] > 0.2

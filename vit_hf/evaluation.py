@@ -1,0 +1,80 @@
+"""Evaluation-only mode: a trained model (path or Hub id) on the recipe's eval split.
+
+No optimizer, no training state: the model, the eval split decoded exactly as in training, the
+same metrics, `eval_results.json` in `training.output_dir`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from .errors import DataError, RecipeError
+from .recipe import Recipe, build_training_arguments
+
+logger = logging.getLogger(__name__)
+
+
+def evaluate_only(recipe: Recipe) -> dict[str, float]:
+    from .data.decode import attach_decoding
+    from .data.sources import load_splits
+    from .models import load_for_evaluation
+    from .train import Preprocessing, make_trainer, pretrained_preprocessing
+
+    if not recipe.model.pretrained:
+        raise RecipeError("--eval-only evaluates model.pretrained: pass --model.pretrained PATH_OR_HUB_ID")
+    args = build_training_arguments(recipe.training)
+    splits = load_splits(recipe.data, args.seed, need_train=False)
+    model = load_for_evaluation(recipe.model)
+    to_model_ids = label_mapping(splits.label_names, model.config.id2label)
+
+    saved = pretrained_preprocessing(recipe.model.pretrained)
+    prep = Preprocessing(
+        image_size=recipe.data.image_size or saved.get("image_size") or model.config.image_size,
+        crop_pct=recipe.data.crop_pct,
+        mean=list(recipe.data.mean or saved["mean"]),
+        std=list(recipe.data.std or saved["std"]),
+    )
+    eval_set = attach_decoding(splits.eval, prep.image_size, prep.crop_pct)
+    trainer = make_trainer(model, args, prep, eval_dataset=eval_set, data_collator=RemapLabels(to_model_ids))
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics, combined=False)
+    return metrics
+
+
+def label_mapping(dataset_names: list[str], id2label: dict[Any, str]) -> list[int] | None:
+    """dataset label id -> model label id, matched by name; None when they are the same."""
+    model_names = [id2label[k] for k in sorted(id2label, key=int)]
+    if model_names == dataset_names:
+        return None
+    generic = all(name == f"LABEL_{i}" for i, name in enumerate(model_names))
+    if generic and len(model_names) == len(dataset_names):
+        logger.warning("the model's labels have no names (LABEL_i): assuming the dataset's order")
+        return None
+    index = {name: i for i, name in enumerate(model_names)}
+    missing = [name for name in dataset_names if name not in index]
+    if missing:
+        raise DataError(
+            f"the model does not know the dataset's classes {missing[:5]}; model labels: {model_names[:10]}"
+            f"{' ...' if len(model_names) > 10 else ''}. Evaluate on a dataset with these classes (data.classes can select them)"
+        )
+    return [index[name] for name in dataset_names]
+
+
+class RemapLabels:
+    """Collate as usual, then translate the dataset's label ids into the model's."""
+
+    def __init__(self, mapping: list[int] | None):
+        from transformers import default_data_collator
+
+        self.collate = default_data_collator
+        self.mapping = None if mapping is None else torch.tensor(mapping)
+
+    def __call__(self, features):
+        batch = self.collate(features)
+        if self.mapping is not None:
+            batch["labels"] = self.mapping[batch["labels"]]
+        return batch

@@ -1,0 +1,222 @@
+"""train(recipe): the whole story of a training run, top to bottom.
+
+recipe -> datasets -> decode -> ViT -> VitTrainer (device augmentation, budget) -> final evaluation
+-> output_dir (model, image processor, recipe, metrics, trainer state) -> Hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .budget import SUPPORTED_SCHEDULES, BudgetCallback, ReserveEstimate, TimeBudget, lr_shape_from_args
+from .config import IMAGENET_MEAN, IMAGENET_STD
+from .durations import format_duration
+from .errors import RecipeError
+from .recipe import Recipe, build_training_arguments
+
+logger = logging.getLogger(__name__)
+
+# With a time budget and no step or epoch limit, the budget ends training; the Trainer still
+# needs a finite loop length.
+UNLIMITED_EPOCHS = 1_000_000
+UNLIMITED_STEPS = 1_000_000_000
+
+
+@dataclass
+class Preprocessing:
+    image_size: int
+    crop_pct: float
+    mean: list[float]
+    std: list[float]
+
+
+def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic) -> dict[str, float]:
+    """Train as the recipe says; returns the final evaluation metrics."""
+    from transformers import EarlyStoppingCallback, set_seed
+
+    from .data.augment import build_train_augment
+    from .data.decode import attach_decoding
+    from .data.sources import load_splits
+    from .models import build_model
+
+    started_at = clock() if started_at is None else started_at
+    args = build_training_arguments(training_values(recipe))
+    write_recipe(recipe, args)
+    set_seed(args.seed)
+
+    splits = load_splits(recipe.data, args.seed)
+    prep = resolve_preprocessing(recipe)
+    model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
+    train_set = attach_decoding(splits.train, prep.image_size, prep.crop_pct)
+    eval_set = attach_decoding(splits.eval, prep.image_size, prep.crop_pct)
+
+    callbacks, budget = [], None
+    if recipe.early_stopping.patience is not None:
+        callbacks.append(EarlyStoppingCallback(recipe.early_stopping.patience, recipe.early_stopping.threshold))
+    if recipe.budget.time is not None:
+        budget = TimeBudget(recipe.budget.time, started_at=started_at, clock=clock)
+        callbacks.append(budget_callback(budget, args, eval_set, model))
+
+    trainer = make_trainer(
+        model,
+        args,
+        prep,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        callbacks=callbacks,
+        train_augment=build_train_augment(recipe.data, prep.mean, prep.std),
+        budget=budget,
+        lr_shape=lr_shape_from_args(args) if budget else None,
+    )
+    log_plan(recipe, args, trainer, splits, prep, budget)
+    trainer.train()
+    return finish(trainer, args)
+
+
+def make_trainer(model, args, prep: Preprocessing, **kwargs):
+    """A VitTrainer with vit_hf's data collator, metrics and image processor; shared with evaluation."""
+    from transformers import default_data_collator
+
+    from .data.augment import build_eval_transform
+    from .data.decode import image_processor_for
+    from .metrics import compute_metrics, top_k_predictions
+    from .trainer import VitTrainer
+
+    kwargs.setdefault("data_collator", default_data_collator)
+    return VitTrainer(
+        model=model,
+        args=args,
+        processing_class=image_processor_for(prep.image_size, prep.crop_pct, prep.mean, prep.std),
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=top_k_predictions,
+        eval_transform=build_eval_transform(prep.mean, prep.std),
+        **kwargs,
+    )
+
+
+def training_values(recipe: Recipe) -> dict[str, Any]:
+    """TrainingArguments kwargs, with the loop length left to the budget when only a budget limits it."""
+    values = dict(recipe.training)
+    if recipe.budget.time is None:
+        return values
+    kind = str(values.get("lr_scheduler_type", "linear"))
+    if kind not in SUPPORTED_SCHEDULES:
+        raise RecipeError(
+            f"training.lr_scheduler_type: {kind!r} cannot follow a time budget; use one of "
+            f"{', '.join(SUPPORTED_SCHEDULES)}"
+        )
+    limited = int(values.get("max_steps", -1) or -1) > 0 or "num_train_epochs" in values
+    if not limited:
+        if recipe.data.streaming:
+            values["max_steps"] = UNLIMITED_STEPS
+        else:
+            values["num_train_epochs"] = UNLIMITED_EPOCHS
+    return values
+
+
+def resolve_preprocessing(recipe: Recipe) -> Preprocessing:
+    """Resolution and normalization: the recipe's, else the pretrained model's, else the defaults."""
+    from .models import DEFAULT_IMAGE_SIZE
+
+    pretrained = pretrained_preprocessing(recipe.model.pretrained) if recipe.model.pretrained else {}
+    data = recipe.data
+    return Preprocessing(
+        image_size=data.image_size or pretrained.get("image_size") or DEFAULT_IMAGE_SIZE,
+        crop_pct=data.crop_pct,
+        mean=list(data.mean or pretrained.get("mean") or IMAGENET_MEAN),
+        std=list(data.std or pretrained.get("std") or IMAGENET_STD),
+    )
+
+
+def pretrained_preprocessing(name: str) -> dict[str, Any]:
+    """image_size/mean/std from a checkpoint's image processor (or its config when it has none)."""
+    from transformers import AutoConfig, AutoImageProcessor
+
+    found: dict[str, Any] = {}
+    try:
+        processor = AutoImageProcessor.from_pretrained(name)
+    except (OSError, ValueError):
+        processor = None
+    if processor is not None:
+        found["mean"] = getattr(processor, "image_mean", None)
+        found["std"] = getattr(processor, "image_std", None)
+        crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+        size = crop or getattr(processor, "size", None) or {}
+        found["image_size"] = size.get("height") or size.get("shortest_edge")
+    if not found.get("image_size"):
+        found["image_size"] = getattr(AutoConfig.from_pretrained(name), "image_size", None)
+    return found
+
+
+def budget_callback(budget: TimeBudget, args, eval_set, model) -> BudgetCallback:
+    eval_images = len(eval_set) if hasattr(eval_set, "__len__") else 10_000
+    images_per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    reserve = ReserveEstimate(
+        eval_images=eval_images,
+        budget_seconds=budget.seconds,
+        model_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+        loader_workers=args.dataloader_num_workers,
+        pushes=args.push_to_hub,
+    )
+    return BudgetCallback(budget=budget, reserve=reserve, images_per_step=images_per_step)
+
+
+def write_recipe(recipe: Recipe, args) -> None:
+    """output_dir/recipe.yaml: the resolved recipe; `python -m vit_hf.run output_dir/recipe.yaml` reruns it."""
+    if not args.should_save:
+        return
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "recipe.yaml").write_text(recipe.to_yaml())
+
+
+def log_plan(recipe: Recipe, args, trainer, splits, prep: Preprocessing, budget: TimeBudget | None) -> None:
+    """The derived numbers, up front (nanoGPT habit): what one step, one epoch and the budget mean."""
+    from .models import count_parameters
+
+    images_per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    n_train = len(splits.train) if hasattr(splits.train, "__len__") else None
+    lines = [
+        f"data: {recipe.data.dataset} | {len(splits.label_names)} classes | train "
+        f"{n_train if n_train is not None else 'stream'} | eval "
+        f"{len(splits.eval) if hasattr(splits.eval, '__len__') else 'stream'} | {prep.image_size}px",
+        f"model: {type(trainer.model).__name__} {count_parameters(trainer.model) / 1e6:.2f}M parameters, "
+        f"patch {getattr(trainer.model.config, 'patch_size', '?')}, attention "
+        f"{trainer.model.config._attn_implementation}",
+        f"augment: {trainer.train_augment!r}",
+        f"step: {images_per_step} images ({args.per_device_train_batch_size} x {args.world_size} devices x "
+        f"{args.gradient_accumulation_steps} accumulation), lr {args.learning_rate:g}, "
+        f"{args.lr_scheduler_type.value if hasattr(args.lr_scheduler_type, 'value') else args.lr_scheduler_type}",
+    ]
+    if n_train:
+        lines.append(f"epoch: {math.ceil(n_train / images_per_step)} steps")
+    if budget is not None:
+        lines.append(
+            f"budget: {format_duration(budget.seconds)} for the whole run, {format_duration(budget.remaining())} "
+            "left now; the learning rate anneals to the budget's end"
+        )
+    for line in lines:
+        logger.info(line)
+
+
+def finish(trainer, args) -> dict[str, float]:
+    """The final evaluation, then model, image processor, metrics and state into output_dir, then the Hub."""
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    trainer.save_model()
+    trainer.save_state()
+    if args.push_to_hub:
+        trainer.push_to_hub(commit_message="End of training")
+    logger.info(
+        "final: accuracy %.4f, top-5 %.4f; model in %s",
+        metrics.get("eval_accuracy", float("nan")),
+        metrics.get("eval_top5_accuracy", float("nan")),
+        args.output_dir,
+    )
+    return metrics
