@@ -97,8 +97,8 @@ def test_training_stops_so_the_final_phase_fits_inside_the_budget():
     callback = BudgetCallback(budget=budget, reserve=reserve, images_per_step=100)
     steps, control = drive(callback, clock, step_seconds=0.5)
     assert control.should_training_stop and control.should_log and callback.stopped_by_budget
-    # evaluation: 1.5 s start-up (2 workers) + 1.5 * 1000 images * 5 ms / 3; save: 0.5 s + 50 MB at 100 MB/s
-    final_phase = (0.5 + 2 * 0.5) + 1.5 * 1000 * 0.005 / 3 + (0.5 + 0.5) + max(1.0, 0.02 * 120)
+    # evaluation: 1.5 s start-up (2 workers) + 1.25 * 1000 images * 5 ms / 3; save: 0.5 s + 50 MB at 100 MB/s
+    final_phase = (0.5 + 2 * 0.5) + 1.25 * 1000 * 0.005 / 3 + (0.5 + 0.5) + max(1.0, 0.02 * 120)
     assert clock.now + final_phase <= budget.deadline + 1e-6
     assert budget.deadline - clock.now <= final_phase + 0.5 + 1e-6  # and not much earlier than needed
     assert budget.last_progress >= 0.99

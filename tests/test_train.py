@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import ROOT, SHARED_CIFAR10
-from tests.datagen import CLASSES, class_image, make_imagefolder
+from tests.datagen import CLASSES, class_image, make_imagefolder, make_parquet_dataset
 from vit_hf.run import main
 
 TINY_MODEL = {
@@ -149,6 +149,44 @@ def test_budget_run_ends_inside_its_budget_with_the_lr_annealed(tmp_path):
     assert max(lrs) == pytest.approx(3e-3, rel=0.05)
     assert lrs[-1] < 3e-3 * 1e-3  # annealed to the minimum at the last step
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_streaming_parquet_with_a_step_limit(tmp_path):
+    data = make_parquet_dataset(tmp_path / "data", shards=2, image_column="img", per_class=8)
+    recipe = tiny_recipe(data, tmp_path / "out", max_steps=6, dataloader_num_workers=2)
+    recipe["data"]["streaming"] = True
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_accuracy"] >= 0
+
+
+def test_fine_tuning_gets_a_new_head_new_resolution_and_the_checkpoint_normalization(tmp_path, tiny_pretrained):
+    """tiny_pretrained: 3 labels class_0..2 at 16 px, mean = std = 0.5; the dataset: cat/dog/frog at 24 px."""
+    data = make_imagefolder(tmp_path / "data", per_class=6, size=20)
+    recipe = tiny_recipe(data, tmp_path / "out", max_steps=4)
+    recipe["model"] = {"pretrained": str(tiny_pretrained)}
+    recipe["data"].update(image_size=24, crop="random_resized")
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert list(config["id2label"].values()) == list(CLASSES)
+    assert config["image_size"] == 24
+    processor = json.loads((tmp_path / "out" / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == [0.5] * 3 and processor["crop_size"] == {"height": 24, "width": 24}
+    from transformers import ViTForImageClassification
+
+    model = ViTForImageClassification.from_pretrained(tmp_path / "out")
+    assert model.vit.embeddings.position_embeddings.shape[1] == (24 // 4) ** 2 + 1
+
+
+def test_early_stopping_ends_training_before_the_epochs_run_out(tmp_path):
+    data = make_imagefolder(tmp_path / "data", per_class=6, size=20)
+    recipe = tiny_recipe(data, tmp_path / "out", load_best_model_at_end=True, metric_for_best_model="accuracy")
+    recipe["early_stopping"] = {"patience": 1, "threshold": 10.0}  # no evaluation can improve by 10
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0)  # first evaluation sets the best, the second runs out of patience
+    assert state["best_model_checkpoint"] is not None
 
 
 def test_bad_dataset_path_fails_before_training_with_exit_2(tmp_path):

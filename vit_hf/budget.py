@@ -122,6 +122,10 @@ def lr_shape_from_args(args) -> LrShape:
     )
 
 
+# Unmeasured evaluations are estimated 25% high: a late stop costs the budget, an early one a few steps.
+EVAL_SAFETY = 1.25
+
+
 @dataclass
 class ReserveEstimate:
     """What the end of the run costs: final evaluation + save (+ push), plus a safety margin.
@@ -146,7 +150,7 @@ class ReserveEstimate:
     def evaluation(self, seconds_per_train_image: float) -> float:
         if self.eval_seconds is not None:
             return self.eval_seconds
-        return self.startup_seconds + 1.5 * self.eval_images * seconds_per_train_image / 3
+        return self.startup_seconds + EVAL_SAFETY * self.eval_images * seconds_per_train_image / 3
 
     def seconds(self, seconds_per_train_image: float) -> float:
         save = self.save_seconds if self.save_seconds is not None else 0.5 + self.model_bytes / 100e6
@@ -226,11 +230,13 @@ class BudgetCallback(TrainerCallback):
 
     def _time_step(self, now: float) -> None:
         if self._last_step_end is not None:
-            duration = now - self._last_step_end
             self._steps_timed += 1
-            # The first step carries warm-up costs (allocation, autotuning); weigh recent steps more.
-            weight = 1.0 if self._steps_timed == 1 else 0.2
-            self.budget.step_seconds += weight * (duration - self.budget.step_seconds)
+            # The first step carries one-off costs (loader workers starting, allocation, kernel
+            # selection): several times a normal step. Estimates start from the second; recent
+            # steps weigh more, so throughput drift is followed.
+            if self._steps_timed >= 2:
+                weight = 1.0 if self._steps_timed == 2 else 0.2
+                self.budget.step_seconds += weight * (now - self._last_step_end - self.budget.step_seconds)
         self._last_step_end = now
 
     def _eval_estimate(self) -> float:

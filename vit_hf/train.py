@@ -74,7 +74,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
         lr_shape=lr_shape_from_args(args) if budget else None,
     )
     log_plan(recipe, args, trainer, splits, prep, budget)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     return finish(trainer, args)
 
 
