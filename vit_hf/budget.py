@@ -4,14 +4,21 @@ Why a time-mapped schedule: a cosine sized in steps for a guessed throughput nev
 minimum when the budget cuts it (a published one-GPU/24 h ViT run decayed for 300 epochs and was
 stopped at a fraction of that). Budgeted Training (Li et al., ICLR 2020) and Cramming (Geiping &
 Goldstein 2022) show that annealing to the end of the actual budget is what matters. So, as in
-Cramming, schedule progress is elapsed training time over the time available for training; it
-needs no throughput guess and follows throughput drift for free. When the recipe also limits
-steps or epochs, progress is the larger of the two fractions: whichever limit comes first, the
-rate reaches its minimum there.
+Cramming, schedule progress is elapsed training time over the time available for training. We
+keep this one mapping rather than calibrating a step count from throughput: it needs no guess, it
+follows throughput drift (thermal throttling, a slower eval set, a shared machine) for free, and a
+resumed run lands on the same curve. When the recipe also limits steps or epochs, progress is the
+larger of the two fractions: whichever limit comes first, the rate reaches its minimum there.
+
+Budget time is counted across restarts: a resumed run starts with the seconds its checkpoint had
+spent, so a run killed at 60% and resumed ends on the same deadline as an uninterrupted one.
 
 The budget covers the whole process: training plus the final evaluation, save and push. Their cost
 (the reserve) is estimated from measured step times and refined with measured evaluations and
 saves, and training stops early enough that the process ends inside the budget.
+
+In DDP every rank must stop on the same step with the same learning rate: rank 0's clock decides,
+and its decisions reach the other ranks in one tiny all-reduce per step.
 """
 
 from __future__ import annotations
@@ -19,54 +26,61 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from transformers import TrainerCallback
 
 from .durations import format_duration
+from .sync import agree, device_of
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+# Unmeasured evaluations are estimated 25% high: a late stop costs the budget, an early one a few steps.
+EVAL_SAFETY = 1.25
+
 
 @dataclass
 class TimeBudget:
-    """Seconds for the whole run, counted from `started_at` on `clock`."""
+    """`seconds` of budget time for the whole run; budget time is wall time summed over restarts."""
 
     seconds: float
-    started_at: float
+    started_at: float  # clock() when this process started
     clock: Clock = time.monotonic
+    spent_before: float = 0.0  # budget time spent by the runs this one resumes
+    train_start: float | None = None  # budget time at which training first began
     reserve: float = 0.0  # seconds kept back for the final evaluation, save and push
-    train_started_at: float | None = None
     step_seconds: float = 0.0  # running estimate of one optimizer step, data wait included
-    last_progress: float = 0.0  # what the schedule last saw; the stop decision uses the same number
+    progress: float = 0.0  # schedule progress agreed for the coming step (see BudgetCallback)
 
-    @property
-    def deadline(self) -> float:
-        return self.started_at + self.seconds
+    def spent(self) -> float:
+        return self.spent_before + self.clock() - self.started_at
+
+    def remaining(self) -> float:
+        return self.seconds - self.spent()
 
     @property
     def stop_training_at(self) -> float:
-        return self.deadline - self.reserve
+        return self.seconds - self.reserve
 
-    def remaining(self) -> float:
-        return self.deadline - self.clock()
-
-    def training_progress(self) -> float:
-        """Fraction of the training time used by the end of the next step, in [0, 1].
-
-        One step of lookahead: the rate set now is the rate of the next step, so the last step
-        before the stop runs at the schedule's end value.
-        """
-        if self.train_started_at is None:
+    def progress_at(self, spent: float) -> float:
+        """Fraction of the training time used at budget time `spent`, in [0, 1]."""
+        if self.train_start is None:
             return 0.0
-        span = self.stop_training_at - self.train_started_at
+        span = self.stop_training_at - self.train_start
         if span <= 0:
             return 1.0
-        elapsed = self.clock() + self.step_seconds - self.train_started_at
-        return min(1.0, max(0.0, elapsed / span))
+        return min(1.0, max(0.0, (spent - self.train_start) / span))
+
+    def state(self) -> dict[str, float | None]:
+        """What a checkpoint keeps, so that a resumed run continues on the same clock and curve."""
+        return {"spent": self.spent(), "train_start": self.train_start}
+
+    def restore(self, state: dict[str, float | None]) -> None:
+        self.spent_before = float(state.get("spent") or 0.0)
+        self.train_start = state.get("train_start")
 
 
 @dataclass
@@ -122,10 +136,6 @@ def lr_shape_from_args(args) -> LrShape:
     )
 
 
-# Unmeasured evaluations are estimated 25% high: a late stop costs the budget, an early one a few steps.
-EVAL_SAFETY = 1.25
-
-
 @dataclass
 class ReserveEstimate:
     """What the end of the run costs: final evaluation + save (+ push), plus a safety margin.
@@ -161,63 +171,80 @@ class ReserveEstimate:
 
 @dataclass
 class BudgetCallback(TrainerCallback):
-    """Stops training when the budget's training time is spent; skips evaluations that no longer fit."""
+    """Stops training when the budget's training time is spent, and sets the schedule's progress.
+
+    Order within a step: optimizer step, scheduler step (reads budget.progress), on_step_end here.
+    At the end of step k this sets the progress for the rate the scheduler computes in step k+1,
+    which serves step k+2: so progress is read two steps ahead. A step whose lookahead reaches 1
+    becomes the next-to-last; the last step then logs exactly the schedule's end value.
+    """
 
     budget: TimeBudget
     reserve: ReserveEstimate
     images_per_step: int
+    epoch_images: int | None = None  # train-set size, when known (not for streams)
+    stopped_by_budget: bool = False
     _last_step_end: float | None = None
     _phase_start: float | None = None
     _steps_timed: int = 0
-    stopped_by_budget: bool = field(default=False)
+    _last_step_next: bool = False
+    _announced: bool = False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        now = self.budget.clock()
-        self.budget.train_started_at = now
+        now = self.budget.spent()
+        if self.budget.train_start is None:
+            self.budget.train_start = now
         self._update_reserve()
+        self.budget.progress = self.budget.progress_at(now)
         logger.info(
-            "budget %s: %s left at the start of training, %s kept for the final evaluation and save",
+            "budget %s: %s spent, %s left at the start of training, %s kept for the final evaluation and save",
             format_duration(self.budget.seconds),
+            format_duration(now),
             format_duration(self.budget.remaining()),
             format_duration(self.budget.reserve),
         )
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self._last_step_end is None:
-            self._last_step_end = self.budget.clock()
+            self._last_step_end = self.budget.spent()
 
     def on_step_end(self, args, state, control, **kwargs):
-        now = self.budget.clock()
+        now = self.budget.spent()
         self._time_step(now)
         self._update_reserve()
-        if self.budget.last_progress >= 1.0 or now + self.budget.step_seconds >= self.budget.stop_training_at:
+        self._announce_fit(state)
+        lookahead = self.budget.progress_at(now + 2 * self.budget.step_seconds)
+        skip_eval = control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at
+        (progress, last_next, no_eval), _ = agree(
+            [lookahead, float(lookahead >= 1.0), float(skip_eval)], [], device_of(args)
+        )
+        self.budget.progress = progress
+        if self._last_step_next or no_eval:
             self._stop(control, state)
-        self._skip_evaluation_that_does_not_fit(control, state, now)
+        self._last_step_next = self._last_step_next or last_next > 0
         self._phase_start = now
 
     def on_evaluate(self, args, state, control, **kwargs):
         if self._phase_start is not None:
-            self.reserve.eval_seconds = self.budget.clock() - self._phase_start
-            self._phase_start = self.budget.clock()
+            self.reserve.eval_seconds = self.budget.spent() - self._phase_start
+            self._phase_start = self.budget.spent()
         self._last_step_end = None  # don't count the evaluation as step time
 
     def on_save(self, args, state, control, **kwargs):
         if self._phase_start is not None:
-            self.reserve.save_seconds = self.budget.clock() - self._phase_start
+            self.reserve.save_seconds = self.budget.spent() - self._phase_start
         self._last_step_end = None
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        now = self.budget.clock()
+        now = self.budget.spent()
+        skip_eval = control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at
+        (no_eval,), _ = agree([float(skip_eval)], [], device_of(args))
+        if no_eval:
+            self._stop(control, state)
         if self.stopped_by_budget:
             control.should_evaluate = False  # the run's final evaluation is next
             control.should_save = False
-        self._skip_evaluation_that_does_not_fit(control, state, now)
         self._phase_start = now
-
-    def _skip_evaluation_that_does_not_fit(self, control, state, now: float) -> None:
-        # The final evaluation follows anyway; one that runs into the reserve would eat training time.
-        if control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at:
-            self._stop(control, state)
 
     def _stop(self, control, state) -> None:
         if not self.stopped_by_budget:
@@ -238,6 +265,19 @@ class BudgetCallback(TrainerCallback):
                 weight = 1.0 if self._steps_timed == 2 else 0.2
                 self.budget.step_seconds += weight * (now - self._last_step_end - self.budget.step_seconds)
         self._last_step_end = now
+
+    def _announce_fit(self, state) -> None:
+        """Once throughput is measured: how many steps, images and epochs the budget buys."""
+        if self._announced or self._steps_timed < 6 or self.budget.step_seconds <= 0:
+            return
+        self._announced = True
+        steps = int(max(0.0, self.budget.stop_training_at - self.budget.spent()) / self.budget.step_seconds)
+        images = steps * self.images_per_step
+        epochs = f", ~{(state.epoch or 0) + images / self.epoch_images:.1f} epochs in all" if self.epoch_images else ""
+        logger.info(
+            "budget: %.1f images/s; ~%d more steps (~%d images) fit before the final phase%s",
+            self.images_per_step / self.budget.step_seconds, steps, images, epochs,
+        )
 
     def _eval_estimate(self) -> float:
         return self.reserve.evaluation(self.budget.step_seconds / max(1, self.images_per_step))

@@ -114,9 +114,21 @@ class BudgetConfig:
     time: float | None = _key(
         None,
         "Wall-clock limit for the whole run: '90s', '45m', '24h', or seconds. Training stops early enough for "
-        "the final evaluation, save and push to end inside it. None = no limit.",
+        "the final evaluation, save and push to end inside it. Counted across restarts: a resumed run "
+        "ends on the same deadline. None = no limit.",
+    )
+    save_every: float | None = _key(
+        None,
+        "Also save a checkpoint every this much wall time ('30m'), besides training.save_strategy, so a "
+        "crash loses at most that. None = only the Trainer's saves.",
     )
 
+
+RESUME_HELP = (
+    "Where training continues from: 'auto' (the newest complete checkpoint in training.output_dir, "
+    "if any), 'never', 'hub' (the newest checkpoint pushed to training.hub_model_id), or a checkpoint "
+    "folder. training.resume_from_checkpoint, when set, wins."
+)
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from .config import SECTIONS, BudgetConfig, DataConfig, EarlyStoppingConfig, ModelConfig
+from .config import RESUME_HELP, SECTIONS, BudgetConfig, DataConfig, EarlyStoppingConfig, ModelConfig
 from .durations import parse_duration
 from .errors import RecipeError
 
@@ -62,6 +62,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "hub_private_repo": True,
 }
 
+# Recipe keys that are values, not sections.
+TOP_LEVEL_KEYS = ("resume",)
+
 # Never written to recipe.yaml, logs or model cards: a secret, or an environment-dependent value.
 SECRET_TRAINING_KEYS = ("hub_token",)
 
@@ -74,6 +77,7 @@ class Recipe:
     early_stopping: EarlyStoppingConfig
     budget: BudgetConfig
     vit_config: dict[str, Any] = field(default_factory=dict)  # ViTConfig overrides from `model:`
+    resume: str = "auto"  # see config.RESUME_HELP
     source: str | None = None  # the YAML file it came from
 
     def training_arguments(self):
@@ -90,6 +94,7 @@ class Recipe:
             "training": training,
             "early_stopping": dataclasses.asdict(self.early_stopping),
             "budget": dataclasses.asdict(self.budget),
+            "resume": self.resume,
         }
 
     def to_yaml(self) -> str:
@@ -146,7 +151,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise RecipeError(f"recipe file {str(path)!r} must be a mapping with sections {sorted(SECTIONS) + ['training']}")
+        raise RecipeError(f"recipe file {str(path)!r} must be a mapping with sections {sorted(SECTIONS) + ['training']} and resume")
     return raw
 
 
@@ -155,8 +160,12 @@ def parse_overrides(argv: list[str]) -> list[tuple[str, Any]]:
     pairs, i = [], 0
     while i < len(argv):
         arg = argv[i]
-        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
-            raise RecipeError(f"unexpected argument {arg!r}; overrides look like --section.key value or --section.key=value")
+        name = arg.split("=", 1)[0][2:]
+        if not arg.startswith("--") or ("." not in name and name not in TOP_LEVEL_KEYS):
+            raise RecipeError(
+                f"unexpected argument {arg!r}; overrides look like --section.key value, --section.key=value "
+                "or --resume value"
+            )
         if "=" in arg:
             key, text = arg[2:].split("=", 1)
             i += 1
@@ -194,7 +203,7 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
-    _check_keys("", raw, list(SECTIONS) + ["training"])
+    _check_keys("", raw, list(SECTIONS) + ["training", *TOP_LEVEL_KEYS])
     sections = {}
     for name, cls in SECTIONS.items():
         values = _section(raw, name)
@@ -214,6 +223,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
         early_stopping=sections["early_stopping"],
         budget=sections["budget"],
         vit_config=sections.get("vit_config", {}),
+        resume=check_type("resume", raw.get("resume", "auto"), str),
         source=source,
     )
     _check_combinations(recipe)
@@ -243,7 +253,7 @@ def _build_dataclass(section: str, cls: type, values: dict[str, Any]):
     hints = typing.get_type_hints(cls)
     converted = {}
     for key, value in values.items():
-        if cls is BudgetConfig and key == "time" and value is not None:
+        if cls is BudgetConfig and value is not None:
             value = _duration(f"{section}.{key}", value)
         converted[key] = check_type(f"{section}.{key}", value, hints[key])
     return cls(**converted)
@@ -452,6 +462,7 @@ def help_text() -> str:
             lines.append(_help_line(f"{name}.{f.name}", _describe(hints[f.name]), default, f.metadata.get("help", "")))
         if cls is ModelConfig:
             lines.append(f"  model.<ViTConfig field>  any of: {', '.join(VIT_CONFIG_KEYS)}; overrides the preset")
+    lines.append(_help_line("resume", "a string", "auto", RESUME_HELP))
     lines.append("\ntraining: (transformers.TrainingArguments; vit_hf defaults marked *)")
     lines.extend(_training_help_lines())
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .budget import SUPPORTED_SCHEDULES, BudgetCallback, ReserveEstimate, TimeBudget, lr_shape_from_args
+from .checkpoints import CheckpointCallback, GracefulStop, latest_checkpoint, read_budget_state, resolve_checkpoint
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .durations import format_duration
 from .errors import RecipeError
@@ -36,8 +37,8 @@ class Preprocessing:
 
 
 def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic) -> dict[str, float]:
-    """Train as the recipe says; returns the final evaluation metrics."""
-    from transformers import EarlyStoppingCallback, set_seed
+    """Train as the recipe says; returns the final evaluation metrics ({} when stopped by a signal)."""
+    from transformers import set_seed
 
     from .data.augment import build_train_augment
     from .data.decode import attach_decoding
@@ -46,6 +47,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
 
     started_at = clock() if started_at is None else started_at
     args = build_training_arguments(training_values(recipe))
+    checkpoint = resolve_checkpoint(recipe.resume, args)  # before the data: a bad path fails early
     write_recipe(recipe, args)
     set_seed(args.seed)
 
@@ -55,13 +57,9 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     train_set = attach_decoding(splits.train, prep.image_size, prep.crop_pct)
     eval_set = attach_decoding(splits.eval, prep.image_size, prep.crop_pct)
 
-    callbacks, budget = [], None
-    if recipe.early_stopping.patience is not None:
-        callbacks.append(EarlyStoppingCallback(recipe.early_stopping.patience, recipe.early_stopping.threshold))
-    if recipe.budget.time is not None:
-        budget = TimeBudget(recipe.budget.time, started_at=started_at, clock=clock)
-        callbacks.append(budget_callback(budget, args, eval_set, model))
-
+    budget = make_budget(recipe, started_at, clock, checkpoint)
+    checkpointing = CheckpointCallback(save_every=recipe.budget.save_every, clock=clock)
+    callbacks = [*stopping_callbacks(recipe, args, budget, model, splits, eval_set), checkpointing]
     trainer = make_trainer(
         model,
         args,
@@ -73,9 +71,37 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
         budget=budget,
         lr_shape=lr_shape_from_args(args) if budget else None,
     )
-    log_plan(recipe, args, trainer, splits, prep, budget)
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    log_plan(recipe, args, trainer, splits, prep, budget, checkpoint)
+    with GracefulStop() as stop:
+        checkpointing.stop_requested = stop.requested
+        trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpointing.interrupted:
+        return report_interrupted(trainer, args)
     return finish(trainer, args)
+
+
+def make_budget(recipe: Recipe, started_at: float, clock, checkpoint: str | None) -> TimeBudget | None:
+    """The run's TimeBudget, continuing the clock of the checkpoint it resumes."""
+    if recipe.budget.time is None:
+        return None
+    budget = TimeBudget(recipe.budget.time, started_at=started_at, clock=clock)
+    saved = read_budget_state(checkpoint)
+    if saved:
+        budget.restore(saved)
+        logger.info("budget: %s already spent by the run this one resumes", format_duration(budget.spent_before))
+    return budget
+
+
+def stopping_callbacks(recipe: Recipe, args, budget, model, splits, eval_set) -> list:
+    """Early stopping and the budget: whichever comes first ends training, then the same final steps."""
+    from transformers import EarlyStoppingCallback
+
+    callbacks = []
+    if recipe.early_stopping.patience is not None:
+        callbacks.append(EarlyStoppingCallback(recipe.early_stopping.patience, recipe.early_stopping.threshold))
+    if budget is not None:
+        callbacks.append(budget_callback(budget, args, eval_set, model, splits.train))
+    return callbacks
 
 
 def make_trainer(model, args, prep: Preprocessing, **kwargs):
@@ -153,7 +179,7 @@ def pretrained_preprocessing(name: str) -> dict[str, Any]:
     return found
 
 
-def budget_callback(budget: TimeBudget, args, eval_set, model) -> BudgetCallback:
+def budget_callback(budget: TimeBudget, args, eval_set, model, train_set) -> BudgetCallback:
     eval_images = len(eval_set) if hasattr(eval_set, "__len__") else 10_000
     images_per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
     reserve = ReserveEstimate(
@@ -163,7 +189,8 @@ def budget_callback(budget: TimeBudget, args, eval_set, model) -> BudgetCallback
         loader_workers=args.dataloader_num_workers,
         pushes=args.push_to_hub,
     )
-    return BudgetCallback(budget=budget, reserve=reserve, images_per_step=images_per_step)
+    epoch_images = len(train_set) if hasattr(train_set, "__len__") else None
+    return BudgetCallback(budget=budget, reserve=reserve, images_per_step=images_per_step, epoch_images=epoch_images)
 
 
 def write_recipe(recipe: Recipe, args) -> None:
@@ -175,7 +202,7 @@ def write_recipe(recipe: Recipe, args) -> None:
     (output / "recipe.yaml").write_text(recipe.to_yaml())
 
 
-def log_plan(recipe: Recipe, args, trainer, splits, prep: Preprocessing, budget: TimeBudget | None) -> None:
+def log_plan(recipe: Recipe, args, trainer, splits, prep: Preprocessing, budget, checkpoint: str | None) -> None:
     """The derived numbers, up front (nanoGPT habit): what one step, one epoch and the budget mean."""
     from .models import count_parameters
 
@@ -200,8 +227,22 @@ def log_plan(recipe: Recipe, args, trainer, splits, prep: Preprocessing, budget:
             f"budget: {format_duration(budget.seconds)} for the whole run, {format_duration(budget.remaining())} "
             "left now; the learning rate anneals to the budget's end"
         )
+    if checkpoint:
+        lines.append(f"resume: from {checkpoint}")
     for line in lines:
         logger.info(line)
+
+
+def report_interrupted(trainer, args) -> dict[str, float]:
+    """After a SIGTERM/SIGINT: the checkpoint is written (and pushed, per hub_strategy); say how to go on."""
+    pushed = args.push_to_hub and args.hub_strategy != "end"  # HubStrategy is a str enum
+    logger.warning(
+        "stopped by a signal at step %d; checkpoint in %s%s. Rerun the same command to resume (resume: auto).",
+        trainer.state.global_step,
+        latest_checkpoint(args.output_dir),
+        f", pushed to {args.hub_model_id}" if pushed else "",
+    )
+    return {}
 
 
 def finish(trainer, args) -> dict[str, float]:

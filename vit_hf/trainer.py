@@ -15,13 +15,16 @@ Three gaps, each filled here and nowhere else:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .budget import LrShape, TimeBudget
+from .checkpoints import write_budget_state
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +83,18 @@ class VitTrainer(Trainer):
         budget, shape = self.budget, self.lr_shape
 
         def factor(step: int) -> float:
-            progress = max(budget.training_progress(), step / max(1, num_training_steps))
-            budget.last_progress = progress
-            return shape.factor(progress, step)
+            # budget.progress is set (and agreed across ranks) by BudgetCallback at each step's end.
+            return shape.factor(max(budget.progress, step / max(1, num_training_steps)), step)
 
         return factor
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # The budget's clock goes into the checkpoint before the Trainer writes (and pushes) it, so
+        # a resumed run, local or from the Hub, continues on the same deadline and LR curve.
+        if self.budget is not None and self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            write_budget_state(folder, self.budget.state())
+        super()._save_checkpoint(model, trial)
 
     # 3. Correct checkpoint restores -----------------------------------------------------------------
 
