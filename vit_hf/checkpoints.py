@@ -28,6 +28,9 @@ from .sync import agree, device_of
 logger = logging.getLogger(__name__)
 
 BUDGET_STATE = "budget_state.json"
+# budget.save_every: auto. Under 10 s, saving (model + optimizer) would eat a visible share of the
+# time; over 30 min, a crash would cost too much.
+AUTO_SAVE_MIN, AUTO_SAVE_MAX = 10.0, 1800.0
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Written last by Trainer._save_checkpoint: a folder without it was cut short (kill -9 mid-save).
 _COMPLETE_MARKER = "trainer_state.json"
@@ -103,6 +106,15 @@ class CheckpointCallback(TrainerCallback):
         control.should_training_stop = True
         control.should_save = True
         control.should_evaluate = False
+
+
+def resolve_save_every(save_every: float | str | None, budget_seconds: float | None) -> float | None:
+    """budget.save_every in seconds; 'auto' is a tenth of the budget, kept between 10 s and 30 min."""
+    if save_every != "auto":
+        return save_every
+    if budget_seconds is None:
+        return None
+    return min(max(budget_seconds / 10, AUTO_SAVE_MIN), AUTO_SAVE_MAX)
 
 
 # --- Resuming ---------------------------------------------------------------------------------------

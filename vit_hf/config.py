@@ -117,10 +117,11 @@ class BudgetConfig:
         "the final evaluation, save and push to end inside it. Counted across restarts: a resumed run "
         "ends on the same deadline. None = no limit.",
     )
-    save_every: float | None = _key(
-        None,
+    save_every: float | Literal["auto"] | None = _key(
+        "auto",
         "Also save a checkpoint every this much wall time ('30m'), besides training.save_strategy, so a "
-        "crash loses at most that. None = only the Trainer's saves.",
+        "crash loses at most that. 'auto': a tenth of budget.time, between 10 s and 30 min (none without "
+        "a budget). None = only the Trainer's saves.",
     )
 
 

@@ -253,7 +253,7 @@ def _build_dataclass(section: str, cls: type, values: dict[str, Any]):
     hints = typing.get_type_hints(cls)
     converted = {}
     for key, value in values.items():
-        if cls is BudgetConfig and value is not None:
+        if cls is BudgetConfig and value not in (None, "auto"):
             value = _duration(f"{section}.{key}", value)
         converted[key] = check_type(f"{section}.{key}", value, hints[key])
     return cls(**converted)

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .budget import SUPPORTED_SCHEDULES, BudgetCallback, ReserveEstimate, TimeBudget, lr_shape_from_args
-from .checkpoints import CheckpointCallback, GracefulStop, latest_checkpoint, read_budget_state, resolve_checkpoint
+from .checkpoints import (
+    CheckpointCallback,
+    GracefulStop,
+    latest_checkpoint,
+    read_budget_state,
+    resolve_checkpoint,
+    resolve_save_every,
+)
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .durations import format_duration
 from .errors import RecipeError
@@ -58,7 +65,8 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     eval_set = attach_decoding(splits.eval, prep.image_size, prep.crop_pct)
 
     budget = make_budget(recipe, started_at, clock, checkpoint)
-    checkpointing = CheckpointCallback(save_every=recipe.budget.save_every, clock=clock)
+    save_every = resolve_save_every(recipe.budget.save_every, recipe.budget.time)
+    checkpointing = CheckpointCallback(save_every=save_every, clock=clock)
     callbacks = [*stopping_callbacks(recipe, args, budget, model, splits, eval_set), checkpointing]
     trainer = make_trainer(
         model,
@@ -72,6 +80,8 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
         lr_shape=lr_shape_from_args(args) if budget else None,
     )
     log_plan(recipe, args, trainer, splits, prep, budget, checkpoint)
+    if save_every:
+        logger.info("checkpoints: also every %s of wall time (budget.save_every)", format_duration(save_every))
     with GracefulStop() as stop:
         checkpointing.stop_requested = stop.requested
         trainer.train(resume_from_checkpoint=checkpoint)
