@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from transformers import TrainerCallback
 
 from .durations import format_duration
@@ -38,8 +39,11 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-# Unmeasured evaluations are estimated 25% high: a late stop costs the budget, an early one a few steps.
+# Evaluations not yet measured whole are estimated 25% high: a late stop costs the budget, an early
+# one a few steps.
 EVAL_SAFETY = 1.25
+# The probe before training: enough images to time a steady batch, few enough to cost a second or two.
+PROBE_BATCH, PROBE_BATCHES = 64, 3
 
 
 @dataclass
@@ -151,6 +155,7 @@ class ReserveEstimate:
     loader_workers: int = 0
     pushes: bool = False
     eval_seconds: float | None = None  # measured, once an evaluation has run
+    eval_seconds_per_image: float | None = None  # measured on a few batches before training
     save_seconds: float | None = None  # measured, once a checkpoint was saved
 
     @property
@@ -160,13 +165,58 @@ class ReserveEstimate:
     def evaluation(self, seconds_per_train_image: float) -> float:
         if self.eval_seconds is not None:
             return self.eval_seconds
-        return self.startup_seconds + EVAL_SAFETY * self.eval_images * seconds_per_train_image / 3
+        per_image = self.eval_seconds_per_image
+        if per_image is None:
+            per_image = seconds_per_train_image / 3
+        return self.startup_seconds + EVAL_SAFETY * self.eval_images * per_image
 
     def seconds(self, seconds_per_train_image: float) -> float:
         save = self.save_seconds if self.save_seconds is not None else 0.5 + self.model_bytes / 100e6
         push = 20.0 + self.model_bytes / 10e6 if self.pushes else 0.0
         margin = max(1.0, 0.02 * self.budget_seconds)
         return self.evaluation(seconds_per_train_image) + save + push + margin
+
+
+def measure_eval_seconds_per_image(trainer, eval_set) -> float:
+    """Seconds per image of an evaluation forward (decode + transfer + model), timed before training.
+
+    The final evaluation is often the largest part of the reserve (10,000 CIFAR images take ~40 s
+    on a 2-core CPU); knowing its cost from the first step on keeps the schedule's span right,
+    instead of discovering it mid-run and jumping to the end of the curve.
+    """
+    from torch.utils.data import DataLoader
+
+    n = PROBE_BATCH * PROBE_BATCHES
+    subset = eval_set.take(n) if not hasattr(eval_set, "__len__") else _head(eval_set, n)
+    loader = DataLoader(subset, batch_size=PROBE_BATCH, collate_fn=trainer.data_collator)
+    timings = []
+    for inputs in _timed(loader, timings):
+        trainer.prediction_step(trainer.model, inputs, prediction_loss_only=False)
+        _synchronize()
+    trainer.model.train()
+    steady = timings[1:] or timings  # the first batch pays one-off costs
+    return sum(steady) / max(1, len(steady)) / PROBE_BATCH
+
+
+def _head(dataset, n: int):
+    if hasattr(dataset, "select"):
+        return dataset.select(range(min(n, len(dataset))))
+    return torch.utils.data.Subset(dataset, range(min(n, len(dataset))))
+
+
+def _timed(loader, timings: list[float]):
+    """Yield the loader's batches; append each batch's wall time (fetch + work) to `timings`."""
+    start = time.perf_counter()
+    for batch in loader:
+        yield batch
+        now = time.perf_counter()
+        timings.append(now - start)
+        start = now
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 @dataclass

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .budget import SUPPORTED_SCHEDULES, BudgetCallback, ReserveEstimate, TimeBudget, lr_shape_from_args
+from .budget import (
+    SUPPORTED_SCHEDULES,
+    BudgetCallback,
+    ReserveEstimate,
+    TimeBudget,
+    lr_shape_from_args,
+    measure_eval_seconds_per_image,
+)
 from .checkpoints import (
     CheckpointCallback,
     GracefulStop,
@@ -79,6 +86,8 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
         budget=budget,
         lr_shape=lr_shape_from_args(args) if budget else None,
     )
+    if budget is not None:
+        calibrate_reserve(trainer, eval_set)
     log_plan(recipe, args, trainer, splits, prep, budget, checkpoint)
     if save_every:
         logger.info("checkpoints: also every %s of wall time (budget.save_every)", format_duration(save_every))
@@ -201,6 +210,17 @@ def budget_callback(budget: TimeBudget, args, eval_set, model, train_set) -> Bud
     )
     epoch_images = len(train_set) if hasattr(train_set, "__len__") else None
     return BudgetCallback(budget=budget, reserve=reserve, images_per_step=images_per_step, epoch_images=epoch_images)
+
+
+def calibrate_reserve(trainer, eval_set) -> None:
+    """Time a few evaluation batches now, so the budget's reserve is right from the first step."""
+    callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, BudgetCallback))
+    per_image = measure_eval_seconds_per_image(trainer, eval_set)
+    callback.reserve.eval_seconds_per_image = per_image
+    logger.info(
+        "budget: evaluation runs at %.0f images/s here; the final one (%d images) is kept in reserve",
+        1 / per_image, callback.reserve.eval_images,
+    )
 
 
 def write_recipe(recipe: Recipe, args) -> None:
