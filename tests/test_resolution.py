@@ -1,0 +1,65 @@
+"""Progressive resizing: the schedule, the resized batch, and a run that trains small and evaluates at full size."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.datagen import make_imagefolder
+from tests.test_train import tiny_recipe, write_recipe
+from vit_hf.data.resolution import ResolutionSchedule, build_resolution_schedule, resize_batch
+from vit_hf.run import main
+
+
+def test_schedule_holds_then_ramps_then_holds_on_patch_multiples():
+    schedule = ResolutionSchedule(full=224, start=128, ramp=(0.5, 0.8), multiple=16)
+    assert [schedule.size_at(p) for p in (0.0, 0.3, 0.5)] == [128, 128, 128]
+    assert schedule.size_at(0.65) == 176  # halfway up the ramp
+    assert schedule.size_at(0.8) == schedule.size_at(1.0) == 224
+    assert all(schedule.size_at(p / 100) % 16 == 0 for p in range(101))
+    sizes = [schedule.size_at(p / 100) for p in range(101)]
+    assert sizes == sorted(sizes)
+
+
+def test_off_unless_asked_and_smaller():
+    assert build_resolution_schedule(None, [0.5, 0.8], 32, 4) is None
+    assert build_resolution_schedule(32, [0.5, 0.8], 32, 4) is None
+    assert build_resolution_schedule(16, [0.5, 0.8], 32, 4).start == 16
+
+
+def test_resize_batch_shrinks_and_keeps_the_mean():
+    batch = torch.rand(4, 3, 32, 32)
+    small = resize_batch(batch, 16)
+    assert small.shape == (4, 3, 16, 16)
+    torch.testing.assert_close(small.mean(dim=(2, 3)), batch.mean(dim=(2, 3)), atol=0.02, rtol=0)
+    assert resize_batch(batch, 32) is batch
+
+
+def test_a_progressive_run_trains_small_and_saves_a_full_size_model(tmp_path):
+    data = make_imagefolder(tmp_path / "data", per_class=8, size=20)
+    recipe = tiny_recipe(data, tmp_path / "out", max_steps=8)
+    recipe["data"].update(image_size=16, progressive_start_size=8, progressive_ramp=[0.5, 1.0])
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["image_size"] == 16
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_accuracy"] >= 0
+
+
+def test_the_trainer_feeds_the_scheduled_size(tmp_path):
+    from tests.test_trainer import TinyImages, make
+    from vit_hf.trainer import VitTrainer
+
+    trainer = make(VitTrainer, tmp_path)
+    trainer.train_augment = lambda pixels, generator: pixels.float()
+    trainer.resolution = ResolutionSchedule(full=16, start=8, ramp=(0.5, 1.0), multiple=4)
+    trainer.model.train()
+    trainer.state.max_steps, trainer.state.global_step = 10, 0
+    batch = trainer._prepare_inputs({"pixel_values": TinyImages().pixels[:4], "labels": torch.zeros(4, dtype=torch.long)})
+    assert batch["pixel_values"].shape[-1] == 8 and batch["interpolate_pos_encoding"] is True
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss)
+    trainer.state.global_step = 10
+    batch = trainer._prepare_inputs({"pixel_values": TinyImages().pixels[:4], "labels": torch.zeros(4, dtype=torch.long)})
+    assert batch["pixel_values"].shape[-1] == 16 and "interpolate_pos_encoding" not in batch
