@@ -3,9 +3,11 @@
     python benchmarks/augment_throughput.py [--repeats 20]
 
 For each device (CPU, and CUDA when present) and each recipe-like setting it times the full
-uint8 -> normalized float32 transform on one batch, after a warm-up, and prints the median and
-the spread over the repeats. CUDA timings use CUDA events, so they measure the kernels rather
-than the launch. Nothing here passes or fails.
+uint8 -> normalized float32 transform on one batch, then Mixup/CutMix when the setting has them
+(vit_hf/data/mixing.py), after a warm-up, and prints the median and the spread over the repeats.
+CUDA timings use CUDA events, so they measure the kernels rather than the launch (and include the
+stalls of the host syncs that RandAugment/TrivialAugment and mixing make once per call).
+Nothing here passes or fails.
 """
 
 from __future__ import annotations
@@ -19,14 +21,46 @@ import torch
 
 from vit_hf.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from vit_hf.data.augment import build_train_augment
+from vit_hf.data.mixing import build_mixing
 
-# (label, image size, batch size, recipe data section)
+CIFAR = DataConfig(crop="pad", pad=4, hflip=0.5)
+RRC = DataConfig(crop="random_resized", hflip=0.5)
+# DeiT's recipe (Touvron et al. 2021): RandAugment m9, random erasing 0.25, Mixup 0.8 / CutMix 1.0.
+DEIT = DataConfig(
+    crop="random_resized", hflip=0.5, auto_augment="randaugment", random_erasing=0.25, mixup_alpha=0.8, cutmix_alpha=1.0
+)
+
+
+def rrc_with(**ops) -> DataConfig:
+    return DataConfig(crop="random_resized", hflip=0.5, **ops)
+
+
+# (label, recipe data section); each runs at 32 px (batch 256) and 224 px (batch 64)
 CASES = [
-    ("cifar: pad 4 + flip", 32, 256, DataConfig(crop="pad", pad=4, hflip=0.5)),
-    ("deit: rrc + flip + jitter 0.4", 32, 256, DataConfig(crop="random_resized", hflip=0.5, color_jitter=0.4)),
-    ("deit: rrc + flip + jitter 0.4", 224, 64, DataConfig(crop="random_resized", hflip=0.5, color_jitter=0.4)),
+    ("cifar: pad 4 + flip", CIFAR),
+    ("rrc + flip", RRC),
+    ("rrc + flip + jitter 0.4", rrc_with(color_jitter=0.4)),
+    ("rrc + flip + randaugment m9 n2", rrc_with(auto_augment="randaugment")),
+    ("rrc + flip + trivialaugment", rrc_with(auto_augment="trivialaugment")),
+    ("rrc + flip + erasing 0.25", rrc_with(random_erasing=0.25)),
+    ("rrc + flip + mixup/cutmix", rrc_with(mixup_alpha=0.8, cutmix_alpha=1.0)),
+    ("deit: rrc+flip+ra+erase+mix", DEIT),
 ]
+SIZES = [(32, 256), (224, 64)]
+NUM_CLASSES = 1000
 WARMUP = 3
+
+
+def train_transform(cfg: DataConfig, labels: torch.Tensor):
+    """augment(images, generator), then Mixup/CutMix when the recipe has them: what VitTrainer runs per step."""
+    augment = build_train_augment(cfg, IMAGENET_MEAN, IMAGENET_STD)
+    mixing = build_mixing(cfg, NUM_CLASSES)
+
+    def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        pixels = augment(images, generator)
+        return pixels if mixing is None else mixing(pixels, labels, generator)[0]
+
+    return transform
 
 
 def time_once(augment, images: torch.Tensor, generator: torch.Generator) -> float:
@@ -44,7 +78,7 @@ def time_once(augment, images: torch.Tensor, generator: torch.Generator) -> floa
 
 
 def images_per_second(cfg: DataConfig, size: int, batch: int, device: torch.device, repeats: int) -> list[float]:
-    augment = build_train_augment(cfg, IMAGENET_MEAN, IMAGENET_STD)
+    augment = train_transform(cfg, labels=torch.arange(batch, device=device) % NUM_CLASSES)
     generator = torch.Generator(device=device).manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device, generator=generator)
     for _ in range(WARMUP):
@@ -66,12 +100,13 @@ def main() -> None:
     print(f"torch {torch.__version__}; median images/s [min-max] over {args.repeats} batches\n")
     for device in devices:
         print(f"{device.type}: {hardware(device)}")
-        for label, size, batch, cfg in CASES:
-            rates = images_per_second(cfg, size, batch, device, args.repeats)
-            print(
-                f"  {label:<30} {size:>3} px  batch {batch:>3}  "
-                f"{statistics.median(rates):>12,.0f}  [{min(rates):,.0f}-{max(rates):,.0f}]"
-            )
+        for size, batch in SIZES:
+            for label, cfg in CASES:
+                rates = images_per_second(cfg, size, batch, device, args.repeats)
+                print(
+                    f"  {label:<32} {size:>3} px  batch {batch:>3}  "
+                    f"{statistics.median(rates):>12,.0f}  [{min(rates):,.0f}-{max(rates):,.0f}]"
+                )
 
 
 if __name__ == "__main__":
