@@ -1,0 +1,356 @@
+"""See what a run is doing: throughput, data wait, accelerator use and the budget, in the Trainer's logs.
+
+Where the time goes in transformers 5.24's training loop (`Trainer._run_epoch`), per optimizer step:
+
+    get_batch_samples(epoch_iterator, gradient_accumulation_steps)   <- every micro-batch is fetched here
+    on_step_begin
+    forward + backward per micro-batch (VitTrainer._prepare_inputs: augmentation), optimizer, scheduler
+    on_step_end
+    _maybe_log_save_evaluate: log (-> RunMonitor.log_metrics), evaluation, checkpoint
+
+So the gap from one step's `on_step_end` to the next step's `on_step_begin` is the wait for data:
+the DataLoader (workers or, without them, __getitem__ and collation in this process) and the copy
+to the device, which accelerate's DataLoaderShard makes as it hands a batch out. DataLoaderShard
+also fetches one batch ahead (to know which batch is the last), so the wait before step k is the
+fetch of batch k+1: the same amount per step, except that an epoch's last step has none.
+Logging, evaluations and saves in that gap are not wait: the clock restarts at `on_log`,
+`on_evaluate` and `on_save`. The first step of an epoch includes `iter(dataloader)` (starting the
+worker processes unless `dataloader_persistent_workers`), a real data cost, and is counted; the
+very first step of a run is not (one-off start-up). On CUDA, `on_step_end` fires once the optimizer
+step is queued, so the GPU may still finish it during the fetch: the wait fraction is the host's
+view, and `gpu_utilization` (NVML) is the device's.
+
+Why the metrics go in through `VitTrainer.log` and not a callback's `on_log`: `Trainer.log` appends
+a copy of `logs` to `state.log_history` and then calls `on_log` on the callbacks in order, the
+reporting integrations (TensorBoard, trackio, W&B) first and user callbacks after them. Keys added
+in a user callback's `on_log` would reach neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import ProgressCallback, TrainerCallback
+
+from .budget import TimeBudget
+from .durations import format_duration
+
+logger = logging.getLogger(__name__)
+
+# NVML utilization is itself an average over the last 1/6 s to 1 s; sampling more often adds nothing.
+UTILIZATION_SAMPLE_SECONDS = 1.0
+
+
+def images_per_step(args) -> int:
+    """Images in one optimizer step, over all devices and accumulated micro-batches."""
+    return args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+
+
+@dataclass
+class RunTiming:
+    """Where this process's wall time went, for the end-of-run summary."""
+
+    setup: float = 0.0  # process start -> training starts: data loading, model building, restores
+    training: float = 0.0  # training, less the evaluations and saves made during it
+    evaluation: float = 0.0
+    saving: float = 0.0
+    steps: int = 0  # optimizer steps taken by this process
+    step_seconds: float = 0.0  # time inside those steps, data wait included
+    images_per_step: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.steps * self.images_per_step / self.step_seconds if self.step_seconds > 0 else 0.0
+
+
+@dataclass
+class StepWindow:
+    """The steps since the last training log entry."""
+
+    steps: int = 0
+    busy: float = 0.0  # on_step_begin -> on_step_end
+    wait: float = 0.0  # on_step_end -> next on_step_begin
+
+    @property
+    def seconds(self) -> float:
+        return self.busy + self.wait
+
+
+@dataclass
+class InputBoundWatch:
+    """Fires once per episode of sustained data wait: `windows` logging windows in a row above `threshold`."""
+
+    threshold: float = 0.10
+    windows: int = 3
+    _streak: int = 0
+
+    def observe(self, wait_fraction: float) -> bool:
+        if wait_fraction <= self.threshold:
+            self._streak = 0
+            return False
+        self._streak += 1
+        return self._streak == self.windows
+
+
+def input_bound_advice(wait_fraction: float, windows: int, workers: int) -> str:
+    return (
+        f"input-bound: data wait {wait_fraction:.0%} of step time over the last {windows} logging windows, "
+        f"the accelerator idles while batches are fetched; try more training.dataloader_num_workers (now "
+        f"{workers}), data.loader: memory or device (decoded once, a batch is then a gather), or "
+        "training.dataloader_persistent_workers: true"
+    )
+
+
+class AcceleratorStats:
+    """Utilization and memory of the CUDA device this process trains on.
+
+    Utilization and used memory (what nvidia-smi shows) come from NVML through torch.cuda, which maps
+    CUDA_VISIBLE_DEVICES to NVML indices; they need the optional nvidia-ml-py and are skipped without
+    it. The allocator's peak (torch.cuda.max_memory_allocated) is always there.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.nvml = importlib.util.find_spec("pynvml") is not None
+        self._utilization: list[float] = []
+        self._last_sample: float | None = None
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> AcceleratorStats | None:
+        return cls(device) if device.type == "cuda" and torch.cuda.is_available() else None
+
+    def sample(self, now: float) -> None:
+        """Called at each step's end; samples utilization at most once per UTILIZATION_SAMPLE_SECONDS."""
+        if not self.nvml or (self._last_sample is not None and now - self._last_sample < UTILIZATION_SAMPLE_SECONDS):
+            return
+        self._last_sample = now
+        utilization = self._nvml(torch.cuda.utilization)
+        if utilization is not None:
+            self._utilization.append(utilization)
+
+    def window_metrics(self) -> dict[str, float]:
+        metrics = {"gpu_max_memory_allocated_gb": torch.cuda.max_memory_allocated(self.device) / 1e9}
+        if self._utilization:
+            metrics["gpu_utilization"] = sum(self._utilization) / len(self._utilization)
+            self._utilization.clear()
+        used = self._nvml(torch.cuda.device_memory_used)
+        if used is not None:
+            metrics["gpu_memory_used_gb"] = used / 1e9
+        return metrics
+
+    def _nvml(self, query) -> float | None:
+        """query(device), or None from the first time NVML fails on (no driver access, a MIG slice, an old driver)."""
+        if not self.nvml:
+            return None
+        try:
+            return float(query(self.device))
+        except Exception as exc:  # noqa: BLE001 - pynvml raises its own NVMLError tree besides RuntimeError
+            logger.info("NVML unavailable (%s): GPU utilization and used memory are not logged", exc)
+            self.nvml = False
+            return None
+
+
+class RunMonitor(TrainerCallback):
+    """Times steps and phases; `log_metrics` gives the keys VitTrainer.log adds to each log entry.
+
+    Every entry gets `images_seen` and `elapsed_seconds` (the x axes of curves.png); training entries
+    also get the last window's `images_per_second` and `data_wait_fraction`, the accelerator's
+    utilization and memory, `eta_seconds` (until training ends), and with a budget
+    `budget_spent_seconds` and `budget_remaining_seconds`.
+    """
+
+    def __init__(
+        self,
+        budget: TimeBudget | None = None,
+        started_at: float | None = None,
+        clock=time.monotonic,
+        input_bound: InputBoundWatch | None = None,
+    ):
+        self.budget = budget
+        self.clock = clock
+        self.started_at = clock() if started_at is None else started_at
+        self.input_bound = input_bound or InputBoundWatch()
+        self.timing = RunTiming()
+        self.window = StepWindow()
+        self.accelerator: AcceleratorStats | None = None
+        self.workers = 0
+        self._elapsed_before = 0.0  # elapsed_seconds logged by the run this one resumes (no budget)
+        self._train_begin: float | None = None
+        self._step_begin: float | None = None
+        self._last_step_end: float | None = None
+        self._phase_mark: float | None = None  # end of the last step or phase: where an evaluation/save began
+
+    # Trainer events ---------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        now = self.clock()
+        self._train_begin = self._phase_mark = now
+        self.timing.setup = now - self.started_at
+        self.timing.images_per_step = images_per_step(args)
+        self.workers = args.dataloader_num_workers
+        self.accelerator = AcceleratorStats.for_device(args.device)
+        logged = [entry["elapsed_seconds"] for entry in state.log_history if "elapsed_seconds" in entry]
+        self._elapsed_before = logged[-1] if logged else 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        now = self.clock()
+        if self._last_step_end is not None:
+            wait = now - self._last_step_end
+            self.window.wait += wait
+            self.timing.step_seconds += wait
+        self._step_begin = now
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = self.clock()
+        busy = now - self._step_begin
+        self.window.busy += busy
+        self.window.steps += 1
+        self.timing.step_seconds += busy
+        self.timing.steps += 1
+        self._last_step_end = self._phase_mark = now
+        if self.accelerator is not None:
+            self.accelerator.sample(now)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._end_phase("evaluation")
+
+    def on_predict(self, args, state, control, **kwargs):
+        self._end_phase("evaluation")
+
+    def on_save(self, args, state, control, **kwargs):
+        self._end_phase("saving")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # Logging is not data wait: on CUDA its loss.item() even waits for the GPU to finish the step.
+        self._restart_wait_clock(self.clock())
+
+    def on_train_end(self, args, state, control, **kwargs):
+        now = self.clock()
+        # Everything evaluated or saved so far happened inside the training span.
+        self.timing.training = now - self._train_begin - self.timing.evaluation - self.timing.saving
+        self._phase_mark = now
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        """Times a phase the Trainer raises no event for: `with monitor.timed("saving"): trainer.save_model()`."""
+        self._phase_mark = self.clock()
+        yield
+        self._end_phase(phase)
+
+    def _end_phase(self, phase: str) -> None:
+        now = self.clock()
+        if self._phase_mark is not None:
+            setattr(self.timing, phase, getattr(self.timing, phase) + now - self._phase_mark)
+        self._phase_mark = now
+        self._restart_wait_clock(now)  # an evaluation or a save between two steps is not data wait
+
+    def _restart_wait_clock(self, now: float) -> None:
+        if self._last_step_end is not None:
+            self._last_step_end = now
+
+    # Log entries ------------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        """Wall time of the run, counted across restarts: the budget's clock when there is one."""
+        if self.budget is not None:
+            return self.budget.spent()
+        return self._elapsed_before + self.clock() - self.started_at
+
+    def log_metrics(self, logs: dict[str, float], state) -> dict[str, float]:
+        """The keys to add to the log entry `logs` (see the class docstring)."""
+        metrics = {"images_seen": state.global_step * self.timing.images_per_step, "elapsed_seconds": self.elapsed()}
+        if self.budget is not None:
+            metrics["budget_spent_seconds"] = self.budget.spent()
+            metrics["budget_remaining_seconds"] = self.budget.remaining()
+        if "loss" in logs and self.window.steps:  # a training entry, not an evaluation or the final summary
+            metrics |= self._window_metrics(state)
+            self.window = StepWindow()
+        return metrics
+
+    def _window_metrics(self, state) -> dict[str, float]:
+        window = self.window
+        wait_fraction = window.wait / window.seconds if window.seconds > 0 else 0.0
+        metrics = {
+            "images_per_second": window.steps * self.timing.images_per_step / max(window.seconds, 1e-9),
+            "data_wait_fraction": wait_fraction,
+            "eta_seconds": self._eta(state, window.seconds / window.steps),
+        }
+        if self.accelerator is not None:
+            metrics |= self.accelerator.window_metrics()
+        if self.input_bound.observe(wait_fraction) and state.is_local_process_zero:
+            logger.warning(input_bound_advice(wait_fraction, self.input_bound.windows, self.workers))
+        return metrics
+
+    def _eta(self, state, step_seconds: float) -> float:
+        """Seconds until training ends: the steps left at the current pace, or the budget, whichever is first.
+
+        With a budget and no step limit, max_steps is a sentinel, so the budget term is the one that counts.
+        """
+        estimates = [max(0, state.max_steps - state.global_step) * step_seconds]
+        if self.budget is not None:
+            estimates.append(max(0.0, self.budget.stop_training_at - self.budget.spent()))
+        return min(estimates)
+
+
+class BudgetProgressBar(ProgressCallback):
+    """The Trainer's progress bar, filled by budget time when there is a budget.
+
+    With a time budget and no step limit the Trainer's step total is a sentinel (a billion steps):
+    a step bar would sit at 0% to the end. This one counts budget seconds, and its text says the
+    step, the epoch, the last logged images/s and the budget left. Without a budget it is the
+    Trainer's step bar with the same text.
+    """
+
+    BUDGET_FORMAT = "budget {percentage:3.0f}%|{bar}| {desc}"
+
+    def __init__(self, budget: TimeBudget | None = None):
+        super().__init__()
+        self.budget = budget
+        self.images_per_second: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.budget is None:
+            return super().on_train_begin(args, state, control, **kwargs)
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(
+                total=self.budget.seconds,
+                initial=self.budget.spent(),
+                bar_format=self.BUDGET_FORMAT,
+                dynamic_ncols=True,
+            )
+        self.current_step = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.training_bar.set_description_str(self.describe(state), refresh=False)
+        if self.budget is None:
+            return super().on_step_end(args, state, control, **kwargs)
+        self.training_bar.update(min(self.budget.spent(), self.budget.seconds) - self.training_bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.images_per_second = (logs or {}).get("images_per_second", self.images_per_second)
+        if state.is_world_process_zero and self.training_bar is not None:
+            self.training_bar.set_description_str(self.describe(state), refresh=False)  # redrawn by the write below
+        return super().on_log(args, state, control, logs=logs, **kwargs)
+
+    def describe(self, state) -> str:
+        parts = [f"step {state.global_step}", f"epoch {state.epoch or 0:.2f}"]
+        if self.images_per_second is not None:
+            parts.append(f"{self.images_per_second:,.0f} img/s")
+        if self.budget is not None:
+            parts.append(f"{format_duration(self.budget.spent())} of {format_duration(self.budget.seconds)}")
+            parts.append(f"{format_duration(max(0.0, self.budget.remaining()))} left")
+        return " | ".join(parts)
+
+
+def use_budget_progress_bar(trainer, budget: TimeBudget | None) -> None:
+    """Swap the Trainer's ProgressCallback for a BudgetProgressBar; a notebook bar or disable_tqdm's printer stays."""
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BudgetProgressBar(budget))
