@@ -37,9 +37,14 @@ def labels_of(ds) -> list[int]:
     return [row["label"] for row in ds.select_columns(["label"])]
 
 
+def decoded(image: dict):
+    """The splits' images are undecoded ({"bytes", "path"}): decode.py decodes them, guarded."""
+    return datasets.Image().decode_example(image)
+
+
 def pixels_of(ds) -> list[bytes]:
     """Each image's pixels, which identify the (noisy, all different) generated images."""
-    return [row["image"].tobytes() for row in ds]
+    return [decoded(row["image"]).tobytes() for row in ds]
 
 
 def assert_shaped(ds, names: list[str]) -> None:
@@ -84,7 +89,7 @@ def test_each_layout_loads_with_its_names_and_counts(tmp_path, make, kwargs, exp
     assert Counter(labels_of(splits.train)) == {0: 4, 1: 4, 2: 4}
     for ds in (splits.train, splits.eval):
         assert_shaped(ds, expected_names)
-    assert splits.train[0]["image"].size == (20, 20)
+    assert decoded(splits.train[0]["image"]).size == (20, 20)
 
 
 @pytest.mark.parametrize(

@@ -131,9 +131,9 @@ def test_odd_image_modes_and_flat_imagefolder_with_carved_validation(tmp_path):
 
 def test_budget_run_ends_inside_its_budget_with_the_lr_annealed(tmp_path):
     data = make_imagefolder(tmp_path / "data", per_class=12, size=20)
-    recipe = tiny_recipe(data, tmp_path / "out", lr_scheduler_type="cosine", warmup_steps=0.1)
+    recipe = tiny_recipe(data, tmp_path / "out", lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=1)
     del recipe["training"]["num_train_epochs"]
-    recipe["budget"] = {"time": "12s"}
+    recipe["budget"] = {"time": "20s"}
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "vit_hf.run", str(write_recipe(tmp_path, recipe))],
@@ -142,13 +142,23 @@ def test_budget_run_ends_inside_its_budget_with_the_lr_annealed(tmp_path):
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-3000:]
     interpreter_startup = 10  # importing torch + transformers on a busy 2-core machine
-    assert elapsed < 12 + interpreter_startup
+    assert 0.6 * 20 < elapsed < 20 + interpreter_startup  # it used its budget, and kept to it
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     lrs = [entry["learning_rate"] for entry in state["log_history"] if "learning_rate" in entry]
-    assert state["global_step"] > 10  # it trained for the budget, not for a guessed epoch count
-    assert max(lrs) == pytest.approx(3e-3, rel=0.05)
+    assert state["global_step"] >= 5  # more than the steps needed to reach the peak and come down
+    assert max(lrs) == pytest.approx(3e-3, rel=0.3)
     assert lrs[-1] < 3e-3 * 1e-3  # annealed to the minimum at the last step
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("loader", ["mmap", "decode"])
+def test_each_loader_trains_to_the_same_place(trained, tmp_path, loader):
+    """The default run above used the in-memory cache; the other paths must learn the same task."""
+    recipe = yaml.safe_load(trained["recipe"].read_text())
+    recipe["training"]["output_dir"] = str(tmp_path / "out")
+    recipe["data"]["loader"] = loader
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_accuracy"] >= 0.9
 
 
 def test_streaming_parquet_with_a_step_limit(tmp_path):

@@ -42,6 +42,8 @@ Clock = Callable[[], float]
 # Evaluations not yet measured whole are estimated 25% high: a late stop costs the budget, an early
 # one a few steps.
 EVAL_SAFETY = 1.25
+# curves.png, confusion_matrix.png and the model card after the final save (matplotlib's import included).
+ARTIFACT_SECONDS = 2.0
 # The probe before training: enough images to time a steady batch, few enough to cost a second or two.
 PROBE_BATCH, PROBE_BATCHES = 64, 3
 
@@ -174,7 +176,7 @@ class ReserveEstimate:
         save = self.save_seconds if self.save_seconds is not None else 0.5 + self.model_bytes / 100e6
         push = 20.0 + self.model_bytes / 10e6 if self.pushes else 0.0
         margin = max(1.0, 0.02 * self.budget_seconds)
-        return self.evaluation(seconds_per_train_image) + save + push + margin
+        return self.evaluation(seconds_per_train_image) + save + ARTIFACT_SECONDS + push + margin
 
 
 def measure_eval_seconds_per_image(trainer, eval_set) -> float:

@@ -164,7 +164,8 @@ def download_hub_checkpoint(args) -> str | None:
     if folder is None:
         logger.info("resume: hub: %s holds no checkpoint yet; starting from scratch", repo)
         return None
-    snapshot_download(repo, allow_patterns=[f"{folder}/*"], local_dir=args.output_dir, token=args.hub_token)
+    with args.main_process_first(desc="resume: hub download"):  # DDP: one download, the other ranks reuse it
+        snapshot_download(repo, allow_patterns=[f"{folder}/*"], local_dir=args.output_dir, token=args.hub_token)
     logger.info("resume: hub: downloaded %s/%s", repo, folder)
     return str(Path(args.output_dir) / folder)
 

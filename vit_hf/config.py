@@ -73,10 +73,54 @@ class DataConfig:
     pad: int = _key(4, "pad: pixels of reflection padding before the random crop.")
     hflip: float = _key(0.5, "Probability of a horizontal flip of each training image.")
     color_jitter: float = _key(0.0, "Strength of brightness/contrast/saturation jitter (0 = off; 0.4 is strong).")
+    loader: Literal["auto", "device", "memory", "mmap", "decode"] = _key(
+        "auto",
+        "How batches reach the model. Map-style datasets are decoded once to uint8 at image_size and cached; "
+        "then 'device' keeps them on the accelerator (a batch is an index gather there), 'memory' in RAM, "
+        "'mmap' memory-maps the cache file (larger than RAM). 'decode' decodes every image at every epoch "
+        "in DataLoader workers (streams always do). 'auto': the first of device, memory, mmap that fits.",
+    )
+    cache_dir: str | None = _key(
+        None, "Where the decode-once cache files go. Default: the datasets cache folder (HF_DATASETS_CACHE)/vit_hf."
+    )
+    progressive_start_size: int | None = _key(
+        None,
+        "Progressive resizing: train at this resolution (a multiple of the patch size) early, grow linearly to "
+        "image_size over progressive_ramp, evaluate at image_size. None = off. FFCV-style: about 0.6-0.75 x image_size.",
+    )
+    progressive_ramp: list[float] = _key(
+        [0.5, 0.85],
+        "progressive: the fractions of training (of the budget, else of the steps) where the resolution starts "
+        "growing and where it reaches image_size.",
+    )
     crop_pct: float = _key(
         1.0,
         "Evaluation geometry: resize the shorter side to image_size / crop_pct, then center-crop image_size. "
         "1.0 keeps the whole square image; 0.875 is the classic ImageNet center crop.",
+    )
+    auto_augment: Literal["none", "randaugment", "trivialaugment"] = _key(
+        "none",
+        "Automatic augmentation policy, after crop and flip: 'randaugment' (Cubuk et al. 2020; randaugment_ops "
+        "ops per image at randaugment_magnitude), 'trivialaugment' (TrivialAugment-Wide, nothing to tune), "
+        "or 'none'.",
+    )
+    randaugment_ops: int = _key(2, "randaugment: ops applied to each image, one after the other (N in the paper).")
+    randaugment_magnitude: int = _key(
+        9, "randaugment: strength, 0-10 as in the paper and timm (10 = each op's AutoAugment maximum; DeiT uses 9)."
+    )
+    random_erasing: float = _key(
+        0.0, "Probability of erasing a random box of each training image with noise (timm's RandomErasing; DeiT: 0.25)."
+    )
+    mixup_alpha: float = _key(0.0, "Mixup: Beta(alpha, alpha) for the batch's mixing weight (0 = off; DeiT uses 0.8).")
+    cutmix_alpha: float = _key(0.0, "CutMix: Beta(alpha, alpha) for the batch's pasted area (0 = off; DeiT uses 1.0).")
+    mix_prob: float = _key(1.0, "Probability that a batch is mixed at all (Mixup or CutMix), when either alpha is > 0.")
+    mix_switch_prob: float = _key(
+        0.5, "With both alphas > 0: probability that a mixed batch uses CutMix rather than Mixup."
+    )
+    on_bad_image: Literal["skip", "raise"] = _key(
+        "skip",
+        "An image that cannot be decoded (truncated, empty, not an image): 'skip' it (the first few are "
+        "logged by name, then a count), or 'raise' an error naming its file.",
     )
 
 
@@ -97,6 +141,28 @@ class ModelConfig:
         "auto", "Attention kernel: 'sdpa' on GPUs, 'eager' on CPUs (faster there with bf16) when 'auto'."
     )
     trust_remote_code: bool = _key(False, "Allow code from the pretrained repository to run. Only for sources you trust.")
+    stem: Literal["patch", "conv"] = _key(
+        "patch",
+        "How pixels become tokens: 'patch' (ViT's patch_size x patch_size projection) or 'conv' (Xiao et al. "
+        "2021: log2(patch_size) 3x3 stride-2 convs with BatchNorm+ReLU, then a 1x1 conv; patch_size a power of "
+        "2 >= 4). 'conv' saves a VitHf model: pipeline/AutoModel load it with vit_hf imported, or with "
+        "trust_remote_code=True.",
+    )
+    pool: Literal["cls", "gap"] = _key(
+        "cls",
+        "What the head classifies: 'cls' (the CLS token) or 'gap' (the mean of the patch tokens after the final "
+        "LayerNorm, big_vision's pool_type gap). Like stem: conv, 'gap' saves a VitHf model.",
+    )
+    posemb: Literal["learned", "sincos2d"] = _key(
+        "learned",
+        "Position embeddings: 'learned' or 'sincos2d' (fixed 2-D sin-cos, never trained, as big_vision and MoCo v3; "
+        "saved as plain ViT weights, and kept frozen when the checkpoint is fine-tuned). hidden_size divisible by 4.",
+    )
+    drop_path_rate: float = _key(
+        0.0,
+        "Stochastic depth: the drop probability of the last block's residual branches, growing linearly from 0 "
+        "at the first (DeiT/timm; DeiT-S 0.1, ViT-B 0.1-0.2). Training only: the saved model is unchanged.",
+    )
 
 
 @dataclass
@@ -107,6 +173,12 @@ class EarlyStoppingConfig:
         "(EarlyStoppingCallback). None = off. Needs an eval_strategy.",
     )
     threshold: float = _key(0.0, "Minimum improvement that resets the patience.")
+    on_nonfinite_loss: Literal["stop", "skip"] = _key(
+        "stop",
+        "A NaN or infinite loss or gradient: its update is never applied. 'stop': training ends with a "
+        "checkpoint of the last good weights and exit code 4; 'skip': a warning, and training goes on "
+        "(stops as 'stop' after 10 such steps in a row).",
+    )
 
 
 @dataclass
@@ -125,6 +197,30 @@ class BudgetConfig:
     )
 
 
+@dataclass
+class ExtrasConfig:
+    """Training options beyond TrainingArguments (which `training:` holds verbatim)."""
+
+    ema_decay: float | None = _key(
+        None,
+        "Keep an exponential moving average of the weights, updated after each optimizer step (e.g. 0.9998; "
+        "the decay ramps up as (1+n)/(10+n) over the first steps). Evaluations use the EMA weights and they "
+        "are the saved final model; checkpoints keep them for resume. With load_best_model_at_end: the best "
+        "checkpoint's EMA weights. None = off.",
+    )
+    layer_decay: float | None = _key(
+        None,
+        "Layer-wise learning-rate decay for fine-tuning (BEiT/MAE): of L blocks, block i (from 0) gets "
+        "learning_rate x layer_decay^(L - i), the embeddings layer_decay^(L+1), the final norm and head the full "
+        "rate. MAE: 0.75 for ViT-B. Works with any training.optim that takes parameter groups. None = off.",
+    )
+    eval_flip_tta: bool = _key(
+        False,
+        "Evaluate with flip test-time augmentation: the mean of the logits of each image and its mirror "
+        "(eval_loss: the mean of the two losses). The saved model is unchanged.",
+    )
+
+
 RESUME_HELP = (
     "Where training continues from: 'auto' (the newest complete checkpoint in training.output_dir, "
     "if any), 'never', 'hub' (the newest checkpoint pushed to training.hub_model_id), or a checkpoint "
@@ -136,4 +232,32 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "early_stopping": EarlyStoppingConfig,
     "budget": BudgetConfig,
+    "extras": ExtrasConfig,
 }
+
+
+@dataclass
+class SearchConfig:
+    n_trials: int = _key(10, "Trials of `python -m vit_hf.run RECIPE --search` (optuna, through Trainer.hyperparameter_search).")
+    time: float | None = _key(
+        None,
+        "Wall-clock limit for the whole search ('2h'), data loading and outputs included. Each trial is a "
+        "budgeted run (its schedule annealed to its own deadline) with an even share of the time left, so a "
+        "pruned trial's time goes to the trials after it. None = each trial gets budget.time, or the recipe's "
+        "step/epoch limit.",
+    )
+    space: dict[str, dict] = _key(
+        {},
+        "What to search: dotted recipe keys (a bare key is a training key) -> {type: log_uniform or uniform, "
+        "low, high}, {type: int, low, high} or {type: categorical, choices: [...]}. Searchable: training keys, "
+        "model.preset and ViTConfig fields, data augmentation keys, early_stopping and extras keys.",
+    )
+    prune_after: int | None = _key(
+        2,
+        "Trials that run to the end before pruning starts; after them a trial stops at an evaluation that "
+        "is below the median of the earlier trials' at the same step (optuna's MedianPruner; needs "
+        "training.eval_strategy). None = no pruning.",
+    )
+
+
+SECTIONS["search"] = SearchConfig

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_only(recipe: Recipe) -> dict[str, float]:
-    from .data.decode import attach_decoding
+    from .data.pipeline import prepare
     from .data.sources import load_splits
     from .models import load_for_evaluation
     from .train import Preprocessing, make_trainer, pretrained_preprocessing
@@ -37,8 +37,11 @@ def evaluate_only(recipe: Recipe) -> dict[str, float]:
         mean=list(recipe.data.mean or saved["mean"]),
         std=list(recipe.data.std or saved["std"]),
     )
-    eval_set = attach_decoding(splits.eval, prep.image_size, prep.crop_pct)
-    trainer = make_trainer(model, args, prep, eval_dataset=eval_set, data_collator=RemapLabels(to_model_ids))
+    eval_set = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, args).eval
+    trainer = make_trainer(
+        model, args, prep, eval_dataset=eval_set, data_collator=RemapLabels(to_model_ids),
+        eval_flip_tta=recipe.extras.eval_flip_tta,
+    )
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics, combined=False)
@@ -68,9 +71,9 @@ class RemapLabels:
     """Collate as usual, then translate the dataset's label ids into the model's."""
 
     def __init__(self, mapping: list[int] | None):
-        from transformers import default_data_collator
+        from .data.loaders import batch_collator
 
-        self.collate = default_data_collator
+        self.collate = batch_collator
         self.mapping = None if mapping is None else torch.tensor(mapping)
 
     def __call__(self, features):

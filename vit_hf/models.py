@@ -1,4 +1,8 @@
-"""The model: a ViT preset built from a ViTConfig, or a pretrained checkpoint with a new head."""
+"""The model: a ViT preset built from a ViTConfig, or a pretrained checkpoint with a new head.
+
+The `model:` options (vit_hf.modeling) are applied here: conv stem and GAP head pick vit_hf's class,
+sincos2d position embeddings are filled and frozen, stochastic depth is hooked in for training.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
+from .modeling import VitHfConfig, VitHfForImageClassification
+from .modeling.drop_path import add_stochastic_depth
+from .modeling.posemb import SINCOS2D, has_fixed_posemb, use_sincos2d
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +50,32 @@ def build_model(cfg: ModelConfig, vit_config: dict[str, Any], label_names: list[
 
 
 def build_from_scratch(cfg: ModelConfig, vit_config: dict[str, Any], label_names: list[str], image_size: int):
-    from transformers import ViTConfig, ViTForImageClassification
-
-    fields = PRESETS[cfg.preset] | vit_config
-    config = ViTConfig(image_size=image_size, **fields, **label_maps(label_names))
+    config_class, model_class = model_classes(cfg)
+    fields = PRESETS[cfg.preset] | vit_config | inference_options(cfg)
+    config = config_class(image_size=image_size, **fields, **label_maps(label_names))
     _check_geometry(config)
     config._attn_implementation = resolve_attention(cfg)
-    return ViTForImageClassification(config)
+    model = model_class(config)
+    if cfg.posemb == SINCOS2D:
+        use_sincos2d(model)
+    add_stochastic_depth(model, cfg.drop_path_rate)
+    return model
+
+
+def model_classes(cfg: ModelConfig) -> tuple[type, type]:
+    """Plain ViT unless an option changes inference (conv stem, GAP head): then vit_hf's own class,
+    which pipeline/AutoModel load (vit_hf.modeling says how)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    if inference_options(cfg):
+        return VitHfConfig, VitHfForImageClassification
+    return ViTConfig, ViTForImageClassification
+
+
+def inference_options(cfg: ModelConfig) -> dict[str, str]:
+    if cfg.stem == "patch" and cfg.pool == "cls":
+        return {}
+    return {"stem": cfg.stem, "pool": cfg.pool}
 
 
 def load_pretrained(cfg: ModelConfig, vit_config: dict[str, Any], label_names: list[str], image_size: int):
@@ -64,8 +90,12 @@ def load_pretrained(cfg: ModelConfig, vit_config: dict[str, Any], label_names: l
         **vit_config,
         **label_maps(label_names),
     )
+    check_matches_checkpoint(cfg, model.config)
     if getattr(model.config, "image_size", image_size) != image_size:
         resize_position_embeddings(model, image_size)
+    if has_fixed_posemb(model.config):
+        use_sincos2d(model)  # frozen again, and recomputed for the grid rather than interpolated
+    add_stochastic_depth(model, cfg.drop_path_rate)
     return model
 
 
@@ -73,9 +103,31 @@ def load_for_evaluation(cfg: ModelConfig):
     """The checkpoint as it is, head included."""
     from transformers import AutoModelForImageClassification
 
-    return AutoModelForImageClassification.from_pretrained(
+    model = AutoModelForImageClassification.from_pretrained(
         cfg.pretrained, attn_implementation=resolve_attention(cfg), trust_remote_code=cfg.trust_remote_code
     )
+    check_matches_checkpoint(cfg, model.config)
+    return model
+
+
+# What a checkpoint records about options it was built with (none: plain ViT).
+ARCHITECTURE_DEFAULTS = {"stem": "patch", "pool": "cls", "posemb": "learned"}
+
+
+def check_matches_checkpoint(cfg: ModelConfig, config) -> None:
+    """model.stem/pool/posemb, when set, must be what the checkpoint was trained with: its weights
+    (a patch projection, a CLS head, learned position embeddings) cannot take another. Unset, the
+    checkpoint's own are kept."""
+    from .errors import RecipeError
+
+    for key, default in ARCHITECTURE_DEFAULTS.items():
+        wanted, trained = getattr(cfg, key), getattr(config, key, default)
+        if wanted not in (default, trained):
+            raise RecipeError(
+                f"model.{key}: {wanted!r}, but model.pretrained {cfg.pretrained!r} was trained with {key} "
+                f"{trained!r} and its weights only fit that; drop model.{key} to keep the checkpoint's, or train "
+                f"{key} {wanted!r} from scratch with model.preset"
+            )
 
 
 def _check_geometry(config) -> None:

@@ -1,9 +1,11 @@
 """A recipe: one YAML file -> validated, typed configuration, before any data or model is touched.
 
-Five sections: `data`, `model`, `training` (transformers.TrainingArguments verbatim, so HF's docs
-apply), `early_stopping`, `budget`. Unknown keys at any level are errors that suggest the closest
-valid key; wrong types name the key, the value and the expected type. Command-line overrides
-(`--section.key value`) are merged before validation, so they get the same checks.
+Seven sections: `data`, `model`, `training` (transformers.TrainingArguments verbatim, so HF's docs
+apply), `early_stopping`, `budget`, `extras` (vit_hf's training options beyond TrainingArguments),
+`search` (the hyperparameter search of --search; its space is checked in search_space.py).
+Unknown keys at any level are errors that suggest the closest valid key; wrong types name the key,
+the value and the expected type. Command-line overrides (`--section.key value`) are merged before
+validation, so they get the same checks.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from typing import Any
 
 import yaml
 
-from .config import RESUME_HELP, SECTIONS, BudgetConfig, DataConfig, EarlyStoppingConfig, ModelConfig
+from .config import (
+    RESUME_HELP,
+    SECTIONS,
+    BudgetConfig,
+    DataConfig,
+    EarlyStoppingConfig,
+    ExtrasConfig,
+    ModelConfig,
+    SearchConfig,
+)
 from .durations import parse_duration
 from .errors import RecipeError
 
@@ -56,14 +67,32 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_total_limit": 2,
     # HF logs every 500 steps, which is never in a 10-minute run.
     "logging_steps": 50,
-    "report_to": "none",
-    "dataloader_num_workers": min(4, max(0, (os.cpu_count() or 1) - 1)),
+    # Every ViT parameter takes part in every step: DDP's search for unused ones is an extra autograd pass.
+    "ddp_find_unused_parameters": False,
     # A pushed model is private until the recipe says otherwise (HF's None means public).
     "hub_private_repo": True,
 }
 
+# Keys that take durations: '90s', '45m', '24h', or seconds.
+DURATION_KEYS = ("budget.time", "budget.save_every", "search.time")
+
 # Recipe keys that are values, not sections.
 TOP_LEVEL_KEYS = ("resume",)
+
+
+
+def machine_defaults() -> dict[str, Any]:
+    """Defaults that depend on this machine: applied when the arguments are built, never written into
+    recipe.yaml, so the resolved recipe reruns the same elsewhere."""
+    from .report import default_report_to
+
+    return {
+        # TensorBoard when it is installed (pip install vit_hf[tensorboard]): tensorboard --logdir OUTPUT_DIR/runs
+        "report_to": default_report_to(),
+        # Workers decode (streams, data.loader: decode) or page in (mmap); one core stays for the training loop.
+        "dataloader_num_workers": min(4, max(0, (os.cpu_count() or 1) - 1)),
+    }
+
 
 # Never written to recipe.yaml, logs or model cards: a secret, or an environment-dependent value.
 SECRET_TRAINING_KEYS = ("hub_token",)
@@ -76,6 +105,8 @@ class Recipe:
     training: dict[str, Any]  # kwargs for TrainingArguments; built by training_arguments()
     early_stopping: EarlyStoppingConfig
     budget: BudgetConfig
+    extras: ExtrasConfig = field(default_factory=ExtrasConfig)  # EMA, layer-wise LR decay, flip TTA
+    search: SearchConfig = field(default_factory=SearchConfig)  # used by --search (search.py)
     vit_config: dict[str, Any] = field(default_factory=dict)  # ViTConfig overrides from `model:`
     resume: str = "auto"  # see config.RESUME_HELP
     source: str | None = None  # the YAML file it came from
@@ -94,7 +125,10 @@ class Recipe:
             "training": training,
             "early_stopping": dataclasses.asdict(self.early_stopping),
             "budget": dataclasses.asdict(self.budget),
+            "extras": dataclasses.asdict(self.extras),
             "resume": self.resume,
+            # Only a recipe that defines a search carries the section (best_recipe.yaml does not).
+            **({"search": dataclasses.asdict(self.search)} if self.search.space else {}),
         }
 
     def to_yaml(self) -> str:
@@ -222,11 +256,17 @@ def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
         training=training,
         early_stopping=sections["early_stopping"],
         budget=sections["budget"],
+        extras=sections["extras"],
+        search=sections["search"],
         vit_config=sections.get("vit_config", {}),
         resume=check_type("resume", raw.get("resume", "auto"), str),
         source=source,
     )
     _check_combinations(recipe)
+    if recipe.search.space:
+        from .search_space import check_search_space
+
+        check_search_space(raw)
     return recipe
 
 
@@ -253,7 +293,7 @@ def _build_dataclass(section: str, cls: type, values: dict[str, Any]):
     hints = typing.get_type_hints(cls)
     converted = {}
     for key, value in values.items():
-        if cls is BudgetConfig and value not in (None, "auto"):
+        if f"{section}.{key}" in DURATION_KEYS and value not in (None, "auto"):
             value = _duration(f"{section}.{key}", value)
         converted[key] = check_type(f"{section}.{key}", value, hints[key])
     return cls(**converted)
@@ -354,33 +394,57 @@ def _is_enum(annotation) -> bool:
 
 
 def build_training_arguments(values: dict[str, Any]):
-    """TrainingArguments(**values), with its own validation errors turned into RecipeErrors."""
+    """TrainingArguments(**values), with its own validation errors turned into RecipeErrors.
+
+    The Hub token never enters TrainingArguments: the Trainer pickles them whole into
+    training_args.bin, in output_dir and in every (pushed) checkpoint. A recipe's training.hub_token
+    goes to this process's HF_TOKEN instead, which huggingface_hub reads before the stored login."""
     from transformers import TrainingArguments
 
+    if values.get("hub_token"):
+        os.environ["HF_TOKEN"] = values["hub_token"]
+    values = {key: value for key, value in values.items() if key not in SECRET_TRAINING_KEYS}
     try:
-        return TrainingArguments(**(values | _cpu_only_settings(values)))
+        return TrainingArguments(**(machine_defaults() | values | _cpu_only_settings(values)))
     except (ValueError, TypeError) as exc:
-        raise RecipeError(f"training: {exc}") from None
+        # Its messages name command-line flags (--save_strategy): name the recipe keys instead.
+        raise RecipeError("training: " + re.sub(r"--(\w+)", r"training.\1", str(exc))) from None
 
 
 def _cpu_only_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """On a machine without an accelerator, a bf16 recipe still runs, on the CPU.
+    """On a machine without an accelerator: use_cpu, and a bf16 recipe still runs, on the CPU.
 
+    use_cpu is what makes `torchrun --nproc_per_node N` train with DDP (gloo) on CPUs: without it,
+    accelerate's PartialState starts DDP only on an accelerator, and each process would train
+    alone (world_size 1), all of them writing the same output_dir.
     TrainingArguments refuses bf16 without a GPU unless use_cpu is set. CPU bf16 autocast only pays
     on CPUs with AMX tiles: elsewhere it is slower than fp32 (ViT-Tiny/4 at 32 px on a 2-core
     AVX-512 Xeon: 60 vs 85 img/s), so there it trains in fp32. Decided here, not written into the
     recipe: the same recipe.yaml uses bf16 on the GPU. An explicit use_cpu keeps the recipe's bf16.
     """
-    if values.get("use_cpu") is not None or not values.get("bf16"):
+    if values.get("use_cpu") is not None:
         return {}
     import torch
 
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     if has_accelerator:
+        if values.get("bf16"):
+            _check_gpu_bf16()
         return {}
-    if _cpu_has_amx():
+    if not values.get("bf16") or _cpu_has_amx():
         return {"use_cpu": True}
     return {"use_cpu": True, "bf16": False}
+
+
+def _check_gpu_bf16() -> None:
+    """A GPU without bf16 (before Ampere: V100, T4) would fail at the first step, or emulate it slowly."""
+    import torch
+
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise RecipeError(
+            f"training.bf16: true, but this GPU ({torch.cuda.get_device_name()}) has no bf16 support; "
+            "set training.fp16: true (and bf16: false) for mixed precision, or bf16: false for fp32"
+        )
 
 
 @functools.cache
@@ -405,6 +469,9 @@ def _check_combinations(recipe: Recipe) -> None:
     if not model.preset and not model.pretrained:
         raise RecipeError("model: set model.preset (vit-tiny, vit-small, vit-base) or model.pretrained (Hub id or path)")
     _check_data_values(data)
+    _check_model_options(model, recipe.vit_config)
+    _check_extras(recipe.extras)
+    _check_best_model_checkpoints(training)
     if recipe.early_stopping.patience is not None:
         if recipe.early_stopping.patience < 1:
             raise RecipeError(f"early_stopping.patience: {recipe.early_stopping.patience} must be >= 1 (or null for off)")
@@ -419,6 +486,49 @@ def _check_combinations(recipe: Recipe) -> None:
         training["output_dir"] = str(Path("outputs") / stem)
 
 
+def _check_best_model_checkpoints(training: dict[str, Any]) -> None:
+    """load_best_model_at_end reloads the checkpoint of the best evaluation: there must be one at each evaluation."""
+    if not training.get("load_best_model_at_end"):
+        return
+    evaluate, save = str(training.get("eval_strategy", "no")), str(training.get("save_strategy", "steps"))
+    if save != "best" and evaluate != save:
+        raise RecipeError(
+            f"training.load_best_model_at_end needs a checkpoint at each evaluation, but training.save_strategy is "
+            f"{save!r} and training.eval_strategy is {evaluate!r}; set both to 'epoch', or both to 'steps' with "
+            "training.save_steps a multiple of training.eval_steps"
+        )
+
+
+def _check_model_options(model: ModelConfig, vit_config: dict[str, Any]) -> None:
+    """The `model:` options a recipe alone can check; models.check_matches_checkpoint checks them
+    against a pretrained checkpoint, once its config is read."""
+    if not 0 <= model.drop_path_rate < 1:
+        raise RecipeError(f"model.drop_path_rate: {model.drop_path_rate!r} is not valid; expected a number in [0, 1)")
+    if model.pretrained:
+        return
+    from .models import PRESETS
+
+    fields = PRESETS[model.preset] | vit_config
+    patch_size = fields.get("patch_size", 16)  # ViTConfig's default
+    if model.stem == "conv" and (patch_size < 4 or patch_size & (patch_size - 1)):
+        raise RecipeError(
+            f"model.stem: 'conv' needs model.patch_size a power of 2 >= 4 (one stride-2 conv per factor 2), "
+            f"got {patch_size}; use 4 (32 px images), 8 or 16"
+        )
+    if model.posemb == "sincos2d" and (fields["hidden_size"] % 4 or fields["hidden_size"] < 8):
+        raise RecipeError(
+            f"model.posemb: 'sincos2d' splits hidden_size into 4 sin/cos quarters; hidden_size {fields['hidden_size']} "
+            "is not a multiple of 4 (>= 8)"
+        )
+
+
+def _check_extras(extras: ExtrasConfig) -> None:
+    if extras.ema_decay is not None and not 0 < extras.ema_decay < 1:
+        raise RecipeError(f"extras.ema_decay: {extras.ema_decay!r} is not valid; expected a number in (0, 1) such as 0.9998, or null")
+    if extras.layer_decay is not None and not 0 < extras.layer_decay <= 1:
+        raise RecipeError(f"extras.layer_decay: {extras.layer_decay!r} is not valid; expected a number in (0, 1] such as 0.75, or null")
+
+
 def _check_data_values(data: DataConfig) -> None:
     checks = [
         (data.image_size is None or data.image_size >= 8, "data.image_size", data.image_size, "an integer >= 8"),
@@ -429,8 +539,20 @@ def _check_data_values(data: DataConfig) -> None:
         (data.validation_size > 0, "data.validation_size", data.validation_size, "a fraction in (0, 1) or a count >= 1"),
         (_is_range(data.crop_scale, 0, 1), "data.crop_scale", data.crop_scale, "[min, max] with 0 < min <= max <= 1"),
         (_is_range(data.crop_ratio, 0, 100), "data.crop_ratio", data.crop_ratio, "[min, max] with 0 < min <= max"),
+        (len(data.progressive_ramp) == 2 and 0 <= data.progressive_ramp[0] <= data.progressive_ramp[1] <= 1,
+         "data.progressive_ramp", data.progressive_ramp, "[start, end] with 0 <= start <= end <= 1"),
+        (data.progressive_start_size is None or data.progressive_start_size >= 8, "data.progressive_start_size",
+         data.progressive_start_size, "an integer >= 8 (or null for off)"),
         (data.mean is None or len(data.mean) == 3, "data.mean", data.mean, "3 numbers, one per RGB channel"),
         (data.std is None or (len(data.std) == 3 and min(data.std) > 0), "data.std", data.std, "3 positive numbers"),
+        (data.randaugment_ops >= 1, "data.randaugment_ops", data.randaugment_ops, "an integer >= 1"),
+        (0 <= data.randaugment_magnitude <= 10, "data.randaugment_magnitude", data.randaugment_magnitude,
+         "an integer in [0, 10]"),
+        (0 <= data.random_erasing <= 1, "data.random_erasing", data.random_erasing, "a probability in [0, 1]"),
+        (data.mixup_alpha >= 0, "data.mixup_alpha", data.mixup_alpha, "a number >= 0 (0 = off)"),
+        (data.cutmix_alpha >= 0, "data.cutmix_alpha", data.cutmix_alpha, "a number >= 0 (0 = off)"),
+        (0 <= data.mix_prob <= 1, "data.mix_prob", data.mix_prob, "a probability in [0, 1]"),
+        (0 <= data.mix_switch_prob <= 1, "data.mix_switch_prob", data.mix_switch_prob, "a probability in [0, 1]"),
     ]
     for ok, key, value, expected in checks:
         if not ok:
@@ -479,8 +601,9 @@ def _training_help_lines() -> list[str]:
     for f in dataclasses.fields(TrainingArguments):
         if not f.init or f.name.startswith("_"):
             continue
-        ours = f.name in TRAINING_DEFAULTS
-        default = TRAINING_DEFAULTS[f.name] if ours else (None if f.default is dataclasses.MISSING else f.default)
+        defaults = TRAINING_DEFAULTS | machine_defaults()
+        ours = f.name in defaults
+        default = defaults[f.name] if ours else (None if f.default is dataclasses.MISSING else f.default)
         help_text = " ".join(str(f.metadata.get("help", "")).split())
         lines.append(f"  training.{f.name}{' *' if ours else ''}  (default {default!r})\n      {help_text}")
     return lines

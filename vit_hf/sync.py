@@ -7,9 +7,13 @@ different steps and hang in the next collective. One all-reduce per step settles
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
 
 
 def device_of(args) -> torch.device | str:
@@ -17,10 +21,16 @@ def device_of(args) -> torch.device | str:
     return args.device if args is not None else "cpu"
 
 
+def world_size() -> int:
+    """Processes in the DDP group; 1 without one."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def agree(rank0_values: list[float], any_flags: list[bool], device) -> tuple[list[float], list[bool]]:
     """Rank 0's values and the OR of every rank's flags, on every rank (identity without DDP)."""
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size() == 1:
         return rank0_values, any_flags
     values = torch.tensor(rank0_values + [float(f) for f in any_flags], dtype=torch.float64, device=device)
     if dist.get_rank() != 0:
@@ -28,3 +38,27 @@ def agree(rank0_values: list[float], any_flags: list[bool], device) -> tuple[lis
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     out = values.tolist()
     return out[: len(rank0_values)], [v > 0 for v in out[len(rank0_values) :]]
+
+
+class StopStepReport(TrainerCallback):
+    """In DDP, every rank's final global_step, gathered at the end of training and logged by rank 0.
+
+    Every stop decision (budget, signal, early stopping) must take effect on the same step on every
+    rank; this one line per run shows that it did, or names the ranks that did not.
+    """
+
+    def on_train_end(self, args, state, control, **kwargs):
+        dist = torch.distributed
+        if world_size() == 1:
+            return
+        step = torch.tensor([state.global_step], dtype=torch.int64, device=device_of(args))
+        steps = [torch.zeros_like(step) for _ in range(world_size())]
+        dist.all_gather(steps, step)
+        if dist.get_rank() != 0:
+            return
+        by_rank = [int(s.item()) for s in steps]
+        if len(set(by_rank)) == 1:
+            logger.info("training ended at step %d on all %d ranks", by_rank[0], len(by_rank))
+        else:
+            logger.error("ranks ended training on different steps: %s", ", ".join(
+                f"rank {rank} at step {s}" for rank, s in enumerate(by_rank)))

@@ -29,10 +29,12 @@ from .checkpoints import (
     resolve_checkpoint,
     resolve_save_every,
 )
+from .callbacks import RunMonitor, use_budget_progress_bar
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .durations import format_duration
 from .errors import RecipeError
 from .recipe import Recipe, build_training_arguments
+from .sync import StopStepReport
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +57,12 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     from transformers import set_seed
 
     from .data.augment import build_train_augment
-    from .data.decode import attach_decoding
+    from .data.mixing import build_mixing
+    from .data.resolution import build_resolution_schedule
+    from .data.pipeline import prepare
     from .data.sources import load_splits
+    from .ema import ema_callbacks
+    from .guards import train_guarded
     from .models import build_model
 
     started_at = clock() if started_at is None else started_at
@@ -68,24 +74,35 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     splits = load_splits(recipe.data, args.seed)
     prep = resolve_preprocessing(recipe)
     model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
-    train_set = attach_decoding(splits.train, prep.image_size, prep.crop_pct)
-    eval_set = attach_decoding(splits.eval, prep.image_size, prep.crop_pct)
+    prepared = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, args)
+    train_set, eval_set = prepared.train, prepared.eval
 
     budget = make_budget(recipe, started_at, clock, checkpoint)
     save_every = resolve_save_every(recipe.budget.save_every, recipe.budget.time)
     checkpointing = CheckpointCallback(save_every=save_every, clock=clock)
-    callbacks = [*stopping_callbacks(recipe, args, budget, model, splits, eval_set), checkpointing]
+    monitor = RunMonitor(budget=budget, started_at=started_at, clock=clock)
+    callbacks = [*stopping_callbacks(recipe, args, budget, model, splits, eval_set), checkpointing, monitor,
+                 StopStepReport()]  # DDP: logs that every rank stopped on the same step
     trainer = make_trainer(
         model,
         args,
         prep,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *ema_callbacks(recipe.extras.ema_decay)],
+        layer_decay=recipe.extras.layer_decay,
+        eval_flip_tta=recipe.extras.eval_flip_tta,
         train_augment=build_train_augment(recipe.data, prep.mean, prep.std),
+        mixing=build_mixing(recipe.data, len(splits.label_names), args.label_smoothing_factor),
+        resolution=build_resolution_schedule(
+            recipe.data.progressive_start_size, recipe.data.progressive_ramp, prep.image_size,
+            getattr(model.config, "patch_size", 1),
+        ),
         budget=budget,
         lr_shape=lr_shape_from_args(args) if budget else None,
+        monitor=monitor,
     )
+    use_budget_progress_bar(trainer, budget)
     if budget is not None:
         calibrate_reserve(trainer, eval_set)
     log_plan(recipe, args, trainer, splits, prep, budget, checkpoint)
@@ -93,10 +110,10 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
         logger.info("checkpoints: also every %s of wall time (budget.save_every)", format_duration(save_every))
     with GracefulStop() as stop:
         checkpointing.stop_requested = stop.requested
-        trainer.train(resume_from_checkpoint=checkpoint)
+        train_guarded(trainer, recipe.early_stopping.on_nonfinite_loss, checkpoint)  # NaN: exit 4, checkpoint kept
     if checkpointing.interrupted:
         return report_interrupted(trainer, args)
-    return finish(trainer, args)
+    return finish(trainer, args, monitor)
 
 
 def make_budget(recipe: Recipe, started_at: float, clock, checkpoint: str | None) -> TimeBudget | None:
@@ -123,17 +140,17 @@ def stopping_callbacks(recipe: Recipe, args, budget, model, splits, eval_set) ->
     return callbacks
 
 
-def make_trainer(model, args, prep: Preprocessing, **kwargs):
-    """A VitTrainer with vit_hf's data collator, metrics and image processor; shared with evaluation."""
-    from transformers import default_data_collator
-
+def make_trainer(model, args, prep: Preprocessing, trainer_class=None, **kwargs):
+    """A VitTrainer (or `trainer_class`, a subclass) with vit_hf's data collator, metrics and image
+    processor; shared with evaluation and the hyperparameter search."""
+    from .data.loaders import batch_collator
     from .data.augment import build_eval_transform
     from .data.decode import image_processor_for
     from .metrics import compute_metrics, top_k_predictions
     from .trainer import VitTrainer
 
-    kwargs.setdefault("data_collator", default_data_collator)
-    return VitTrainer(
+    kwargs.setdefault("data_collator", batch_collator)
+    return (trainer_class or VitTrainer)(
         model=model,
         args=args,
         processing_class=image_processor_for(prep.image_size, prep.crop_pct, prep.mean, prep.std),
@@ -246,6 +263,7 @@ def log_plan(recipe: Recipe, args, trainer, splits, prep: Preprocessing, budget,
         f"patch {getattr(trainer.model.config, 'patch_size', '?')}, attention "
         f"{trainer.model.config._attn_implementation}",
         f"augment: {trainer.train_augment!r}",
+        f"mixing: {trainer.mixing!r}, resolution: {trainer.resolution!r}",
         f"step: {images_per_step} images ({args.per_device_train_batch_size} x {args.world_size} devices x "
         f"{args.gradient_accumulation_steps} accumulation), lr {args.learning_rate:g}, "
         f"{args.lr_scheduler_type.value if hasattr(args.lr_scheduler_type, 'value') else args.lr_scheduler_type}",
@@ -265,29 +283,51 @@ def log_plan(recipe: Recipe, args, trainer, splits, prep: Preprocessing, budget,
 
 def report_interrupted(trainer, args) -> dict[str, float]:
     """After a SIGTERM/SIGINT: the checkpoint is written (and pushed, per hub_strategy); say how to go on."""
+    from . import hub
+
     pushed = args.push_to_hub and args.hub_strategy != "end"  # HubStrategy is a str enum
+    if pushed:
+        hub.wait_for_background_pushes(trainer)
+        pushed = not trainer.hub_pushes.failures
     logger.warning(
         "stopped by a signal at step %d; checkpoint in %s%s. Rerun the same command to resume (resume: auto).",
         trainer.state.global_step,
         latest_checkpoint(args.output_dir),
-        f", pushed to {args.hub_model_id}" if pushed else "",
+        f", pushed to {trainer.hub_model_id}" if pushed else "",
     )
     return {}
 
 
-def finish(trainer, args) -> dict[str, float]:
-    """The final evaluation, then model, image processor, metrics and state into output_dir, then the Hub."""
-    metrics = trainer.evaluate()
+def finish(trainer, args, monitor) -> dict[str, float]:
+    """The final evaluation, then model, image processor, metrics, state, curves and card into
+    output_dir, then the Hub.
+
+    Raises SaveFailed (disk full: the newest checkpoint is intact) or PushFailed (the model is saved
+    locally), both after logging what was kept."""
+    from . import hub
+    from .card import write_model_card
+    from .plots import evaluation_breakdown, write_curves
+    from .report import format_summary
+    from .saving import guarded_final_save
+
+    # predict(), not evaluate(): the same metrics, and the predictions for the per-class breakdown.
+    output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    metrics = output.metrics
+    trainer.log(dict(metrics))  # as evaluate() does; a copy, so the log's keys stay out of eval_results.json
     trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_model()
-    trainer.save_state()
+    with monitor.timed("saving"), guarded_final_save(args.output_dir):
+        breakdown = {}
+        if args.should_save:
+            config = trainer.model.config
+            names = [config.id2label[i] for i in range(config.num_labels)]
+            breakdown = evaluation_breakdown(output.predictions, output.label_ids, names, args.output_dir)
+        trainer.save_metrics("eval", metrics | breakdown)
+        trainer.save_model(_internal_call=True)  # only saves: pushing is hub.push_at_end's, with retries
+        trainer.save_state()
+        if args.should_save:
+            write_curves(args.output_dir)
+            write_model_card(args.output_dir)
+    logger.info("\n%s", format_summary(metrics, trainer.state, monitor.timing, args.output_dir, trainer.budget))
     if args.push_to_hub:
-        trainer.push_to_hub(commit_message="End of training")
-    logger.info(
-        "final: accuracy %.4f, top-5 %.4f; model in %s",
-        metrics.get("eval_accuracy", float("nan")),
-        metrics.get("eval_top5_accuracy", float("nan")),
-        args.output_dir,
-    )
+        hub.push_at_end(trainer, trainer.budget)
     return metrics

@@ -7,17 +7,27 @@ No augmentation and no normalization here: both run batched on the training devi
 decode_image and the image processor make the same pixels (resize the shorter side to
 round(size / crop_pct) with PIL bicubic, center-crop size x size), so `pipeline("image-classification")`
 sees what evaluation saw.
+
+Bad input never ends a run: an image that cannot be decoded (truncated, empty, not an image, a
+decompression bomb) raises `BadImage` naming its file, and `attach_decoding` skips it (data.on_bad_image:
+skip, logged) or stops with that error (raise). For that, datasets must not decode for us: its own
+decoding raises before our code sees the bytes, so the image column is read undecoded (`undecoded`).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
-from functools import partial
 
 import datasets
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+logger = logging.getLogger(__name__)
 
 # Downscaling by 6x or more first box-reduces by an integer factor, then resamples: several times
 # faster on big photos, and "indistinguishable from fair resampling in most cases" (Pillow's docs).
@@ -28,6 +38,21 @@ REDUCING_GAP = 3.0
 STREAM_DECODE_BATCH = 32
 
 _HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+# data.on_bad_image: skipped images are logged by name up to this many per process, then counted.
+NAMED_SKIPS = 5
+
+# datasets' own decoder: bytes, local or remote paths, EXIF orientation, as decoded datasets do.
+_DATASETS_IMAGE = datasets.Image()
+
+
+class BadImage(DataError):
+    """An image that cannot be decoded; the message names its file and says why."""
+
+    def __init__(self, message: str):
+        # An error in a DataLoader worker reaches the main process as BadImage(worker's traceback as
+        # text): keep only our message, so the user reads one line naming the file.
+        super().__init__(message.rsplit(f"{__name__}.BadImage: ", 1)[-1].strip())
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -59,9 +84,52 @@ def _scale_to_8_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values * (255 / full_scale)), 0, 255).astype(np.uint8), "L")
 
 
-def decode_image(img: Image.Image, size: int, crop_pct: float = 1.0) -> torch.Tensor:
-    """uint8 [3, size, size]: RGB, shorter side resized to round(size / crop_pct) (bicubic), center crop."""
-    img = to_rgb(img)
+def open_image(value: dict | str) -> Image.Image:
+    """A loaded PIL image from datasets' undecoded form ({"bytes", "path"}) or a path; BadImage if it is not one."""
+    name = image_name(value)
+    if isinstance(value, str):
+        value = {"bytes": None, "path": value}
+    if _is_empty(value):
+        raise BadImage(f"cannot decode image {name}: the file is empty")
+    try:
+        return _DATASETS_IMAGE.decode_example(value)
+    except UnidentifiedImageError:
+        raise BadImage(f"cannot decode image {name}: not in an image format Pillow reads") from None
+    # Pillow signals a malformed file with a dozen exception types (OSError, SyntaxError, ValueError,
+    # struct.error, DecompressionBombError, ...); whatever it raises, this image cannot be used.
+    except Exception as exc:  # noqa: BLE001
+        raise BadImage(f"cannot decode image {name}: {type(exc).__name__}: {exc}") from None
+
+
+def _is_empty(value: dict) -> bool:
+    if value.get("bytes") is not None:
+        return not value["bytes"]
+    path = value.get("path")
+    return path is not None and os.path.isfile(path) and os.path.getsize(path) == 0
+
+
+def image_name(value) -> str:
+    """The file an image came from, for messages: its path, else what it is."""
+    if isinstance(value, str):
+        return repr(value)
+    path = value.get("path") if isinstance(value, dict) else getattr(value, "filename", None)
+    if path:
+        return repr(path)
+    size = len(value.get("bytes") or b"") if isinstance(value, dict) else None
+    return f"(embedded, {size} bytes)" if size is not None else "(in memory)"
+
+
+def decode_image(img: Image.Image | dict | str, size: int, crop_pct: float = 1.0) -> torch.Tensor:
+    """uint8 [3, size, size]: RGB, shorter side resized to round(size / crop_pct) (bicubic), center crop.
+
+    `img` is a PIL image, datasets' undecoded form ({"bytes", "path"}) or a path. Raises BadImage,
+    naming the file, when it cannot be decoded or converted to RGB."""
+    if not isinstance(img, Image.Image):
+        img = open_image(img)
+    try:
+        img = to_rgb(img)
+    except (OSError, ValueError) as exc:  # a mode Pillow cannot convert, or pixels it cannot read
+        raise BadImage(f"cannot convert image {image_name(img)} (mode {img.mode}) to RGB: {exc}") from None
     resized = _resized_size(img.size, round(size / crop_pct))
     if resized != img.size:
         img = img.resize(resized, Image.BICUBIC, reducing_gap=REDUCING_GAP)
@@ -81,24 +149,79 @@ def _resized_size(width_height: tuple[int, int], shorter: int) -> tuple[int, int
 
 
 def attach_decoding(
-    ds: datasets.Dataset | datasets.IterableDataset, size: int, crop_pct: float = 1.0
+    ds: datasets.Dataset | datasets.IterableDataset, size: int, crop_pct: float = 1.0, on_bad_image: str = "skip"
 ) -> datasets.Dataset | datasets.IterableDataset:
     """The dataset with items {"pixel_values": uint8 [3, size, size], "labels": int}, decoded on access.
 
     `ds` has the columns `image` and `label` (sources.load_splits). Map-style datasets decode in
-    `__getitem__` (with_transform), streams in a lazy map; either way in the data-loader workers."""
-    decode_batch = partial(_decode_batch, size=size, crop_pct=crop_pct)
+    `__getitem__` (with_transform), streams in a lazy map; either way in the data-loader workers.
+    Images that cannot be decoded are skipped (logged) or raise BadImage, as `on_bad_image` says.
+    A transform cannot drop items, but the Trainer's loader asks for whole batches (`__getitems__`),
+    which may come back shorter; a stream's batched map may return fewer rows."""
+    ds = undecoded(ds)
     if isinstance(ds, datasets.IterableDataset):
-        return ds.map(decode_batch, batched=True, batch_size=STREAM_DECODE_BATCH, remove_columns=["image", "label"])
-    return ds.with_transform(decode_batch)
+        decode = BatchDecoder(size, crop_pct, on_bad_image, never_empty=False)
+        return ds.map(decode, batched=True, batch_size=STREAM_DECODE_BATCH, remove_columns=["image", "label"])
+    return ds.with_transform(BatchDecoder(size, crop_pct, on_bad_image, never_empty=True))
 
 
-def _decode_batch(batch: dict, size: int, crop_pct: float) -> dict:
-    # A list of tensors, not a stacked one: datasets hands out items one by one, and the collator stacks.
-    return {
-        "pixel_values": [decode_image(img, size, crop_pct) for img in batch["image"]],
-        "labels": list(batch["label"]),
-    }
+def undecoded(ds: datasets.Dataset | datasets.IterableDataset) -> datasets.Dataset | datasets.IterableDataset:
+    """`ds` with its `image` column read as {"bytes", "path"}: decode_image decodes it, guarded.
+
+    Cheap: only the column's feature changes (for a stream, only what its last step yields)."""
+    if ds.features is not None and ds.features["image"] == datasets.Image(decode=False):
+        return ds
+    return ds.cast_column("image", datasets.Image(decode=False))
+
+
+class BatchDecoder:
+    """Decodes a batch of rows {"image", "label"} to {"pixel_values", "labels"}, without its bad images.
+
+    never_empty: a batch whose every image is bad is replaced by the last good item this process
+    decoded (a duplicate), as a map-style loader needs at least one item per batch; a process that has
+    decoded none yet stops with BadImage (the data is then more bad than good)."""
+
+    def __init__(self, size: int, crop_pct: float, on_bad_image: str, never_empty: bool):
+        self.size, self.crop_pct = size, crop_pct
+        self.on_bad_image, self.never_empty = on_bad_image, never_empty
+        self.skipped = 0
+        self._last_good: tuple[torch.Tensor, int] | None = None
+
+    def __call__(self, batch: dict) -> dict:
+        # Lists of tensors, not a stacked one: datasets hands out items one by one, and the collator stacks.
+        pixels, labels, first_error = [], [], None
+        for image, label in zip(batch["image"], batch["label"]):
+            try:
+                pixels.append(decode_image(image, self.size, self.crop_pct))
+            except BadImage as exc:
+                self._on_bad_image(exc)
+                first_error = first_error or exc
+                continue
+            labels.append(label)
+        if pixels:
+            self._last_good = (pixels[-1], labels[-1])
+        elif self.never_empty and first_error is not None:
+            pixels, labels = self._stand_in(first_error)
+        return {"pixel_values": pixels, "labels": labels}
+
+    def _on_bad_image(self, error: BadImage) -> None:
+        """Raise it (data.on_bad_image: raise), or count and log it."""
+        if self.on_bad_image == "raise":
+            raise error
+        self.skipped += 1
+        if self.skipped <= NAMED_SKIPS:
+            logger.warning("skipped (data.on_bad_image: skip): %s", error)
+        elif _is_power_of_ten(self.skipped):
+            logger.warning("skipped %d images that cannot be decoded so far (in this process)", self.skipped)
+
+    def _stand_in(self, error: BadImage) -> tuple[list[torch.Tensor], list[int]]:
+        if self._last_good is None:
+            raise BadImage(f"{error}; no image decoded before it in this process either: check data.dataset")
+        return [self._last_good[0]], [self._last_good[1]]
+
+
+def _is_power_of_ten(n: int) -> bool:
+    return n >= 10 and str(n).rstrip("0") == "1"
 
 
 def image_processor_for(size: int, crop_pct: float, mean: Sequence[float], std: Sequence[float]):

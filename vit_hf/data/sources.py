@@ -3,8 +3,9 @@
     splits = load_splits(recipe.data, seed)      # Splits(train, eval, label_names)
 
 Whatever the source (Hub id, parquet/arrow files, imagefolder, save_to_disk folder) and its column
-names, both splits come out with exactly two columns: `image` (datasets.Image, decodes to PIL) and
-`label` (ClassLabel named `label_names`, the same in both splits). Nothing here decodes an image:
+names, both splits come out with exactly two columns: `image` (datasets.Image(decode=False): items
+are {"bytes", "path"}, which decode.decode_image decodes, skipping or naming bad files) and `label`
+(ClassLabel named `label_names`, the same in both splits). Nothing here decodes an image:
 map-style subsets are index lists (`select`), computed from the label column alone, so cutting
 ImageNet down to 100 classes takes seconds. Streams (data.streaming) get the same two columns
 through lazy filter/map steps; they must declare a ClassLabel, since they cannot be scanned first.
@@ -40,6 +41,9 @@ ACCEPTED_LAYOUTS = (
 # A save_to_disk folder streamed: shards let data-loader workers share the reading (workers beyond
 # num_shards sit idle), and 64 covers the CPU count of one GPU node.
 SAVED_STREAM_SHARDS = 64
+# The image column as datasets stores it, {"bytes", "path"}: decoding is decode.py's, guarded against
+# bad files. datasets' own decoding would raise at the first one, before any of our code sees it.
+UNDECODED = datasets.Image(decode=False)
 
 
 @dataclass
@@ -203,9 +207,10 @@ def _shape_map_style(
 
 
 def _image_and_label(ds: datasets.Dataset, image: str, label: str) -> datasets.Dataset:
-    """Exactly the columns `image` (an Image feature) and `label`; renaming and dropping do not copy data."""
+    """Exactly the columns `image` (undecoded) and `label`; renaming, dropping and casting an Image
+    feature to its undecoded form do not copy data."""
     ds = ds.select_columns([image, label]).rename_columns({image: "image", label: "label"})
-    return ds if isinstance(ds.features["image"], datasets.Image) else ds.cast_column("image", datasets.Image())
+    return ds.cast_column("image", UNDECODED)
 
 
 def _label_array(ds: datasets.Dataset) -> np.ndarray:
@@ -374,11 +379,12 @@ def _image_and_label_stream(
 ) -> datasets.IterableDataset:
     """The stream as columns `image` and `label` (relabelled, dropped classes filtered out).
 
-    One map does the renaming: the stream's rename_column decodes every image twice (datasets 5.2)."""
+    One map does the renaming: the stream's rename_column decodes every image twice (datasets 5.2).
+    Undecoded from the first step on: any step that decoded would raise at the first bad image."""
+    ds = ds.cast_column(image, UNDECODED)
     if (old_to_new < 0).any():
         ds = ds.filter(partial(_is_kept, old_to_new=old_to_new), input_columns=[label])
-    image_feature = ds.features[image] if isinstance(ds.features[image], datasets.Image) else datasets.Image()
-    features = datasets.Features({"image": image_feature, "label": datasets.ClassLabel(names=names)})
+    features = datasets.Features({"image": UNDECODED, "label": datasets.ClassLabel(names=names)})
     to_row = partial(_stream_row, image=image, label=label, old_to_new=old_to_new)
     return ds.map(to_row, remove_columns=list(ds.features), features=features)
 
@@ -394,7 +400,7 @@ def _stream_row(example: dict, image: str, label: str, old_to_new: np.ndarray) -
 def _hold_out_stream(
     train: datasets.IterableDataset, cfg: DataConfig, seed: int
 ) -> tuple[datasets.IterableDataset, datasets.IterableDataset]:
-    """(train, eval) from one stream, split by a seeded hash of each image's pixels.
+    """(train, eval) from one stream, split by a seeded hash of each image (its encoded bytes, or its path).
 
     take/skip on a shuffled stream would leak: set_epoch reshuffles, and each data-loader worker
     skips its own share, so the skipped images differ between the train and eval loaders. A hash
@@ -425,9 +431,12 @@ def _holdout_fraction(train: datasets.IterableDataset, cfg: DataConfig) -> float
     return size / split_info.num_examples
 
 
-def _in_holdout(image, fraction: float, key: bytes, negate: bool = False) -> bool:
-    """Whether the seeded hash of the image's pixels falls in the held-out `fraction` (xor negate)."""
-    digest = hashlib.blake2b(image.tobytes(), digest_size=8, key=key).digest()
+def _in_holdout(image: dict, fraction: float, key: bytes, negate: bool = False) -> bool:
+    """Whether the seeded hash of the undecoded image falls in the held-out `fraction` (xor negate).
+
+    Hashing the file, not its pixels, needs no decoding: a bad image is held out or not like any other."""
+    identity = image["bytes"] if image["bytes"] is not None else image["path"].encode()
+    digest = hashlib.blake2b(identity, digest_size=8, key=key).digest()
     return (int.from_bytes(digest, "little") < fraction * 2**64) != negate
 
 
