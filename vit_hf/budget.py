@@ -271,7 +271,9 @@ class BudgetCallback(TrainerCallback):
             [lookahead, float(lookahead >= 1.0), float(skip_eval)], [], device_of(args)
         )
         self.budget.progress = progress
-        if self._last_step_next or no_eval:
+        if no_eval:
+            self._skip_evaluation(control, state)
+        if self._last_step_next:
             self._stop(control, state)
         self._last_step_next = self._last_step_next or last_next > 0
         self._phase_start = now
@@ -292,11 +294,17 @@ class BudgetCallback(TrainerCallback):
         skip_eval = control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at
         (no_eval,), _ = agree([float(skip_eval)], [], device_of(args))
         if no_eval:
-            self._stop(control, state)
+            self._skip_evaluation(control, state)
         if self.stopped_by_budget:
             control.should_evaluate = False  # the run's final evaluation is next
             control.should_save = False
         self._phase_start = now
+
+    def _skip_evaluation(self, control, state) -> None:
+        # Training goes on to the budget's stop (the learning rate has not annealed yet); an
+        # evaluation now would run into the reserve, and the final one follows anyway.
+        logger.info("budget: skipping the evaluation at step %d: it would not end before the final phase", state.global_step)
+        control.should_evaluate = False
 
     def _stop(self, control, state) -> None:
         if not self.stopped_by_budget:

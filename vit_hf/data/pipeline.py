@@ -37,13 +37,12 @@ def prepare(cfg: DataConfig, splits, image_size: int, crop_pct: float, args) -> 
     streaming = cfg.streaming or cfg.loader == "decode"
     if streaming:
         choice = choose_loader(cfg.loader, True, 0, args.device)
-        train = attach_decoding(splits.train, image_size, crop_pct) if splits.train is not None else None
-        return Prepared(train, attach_decoding(splits.eval, image_size, crop_pct), choice)
+        train = _decoding(splits.train, image_size, crop_pct, cfg.on_bad_image)
+        return Prepared(train, _decoding(splits.eval, image_size, crop_pct, cfg.on_bad_image), choice)
 
-    on_bad_image = getattr(cfg, "on_bad_image", "skip")
     with args.main_process_first(desc="decode-once cache"):  # DDP: rank 0 builds, the others read
-        train = cache_uint8(splits.train, image_size, TRAIN_CROP_PCT, cfg.cache_dir, on_bad_image) if splits.train is not None else None
-        evaluation = cache_uint8(splits.eval, image_size, crop_pct, cfg.cache_dir, on_bad_image)
+        train = _cached(splits.train, image_size, TRAIN_CROP_PCT, cfg)
+        evaluation = _cached(splits.eval, image_size, crop_pct, cfg)
     nbytes = sum(_nbytes(ds, image_size) for ds in (train, evaluation) if ds is not None)
     choice = choose_loader(cfg.loader, False, nbytes, args.device)
     logger.info("data: loader %s (%s)", choice.kind, choice.reason)
@@ -52,6 +51,14 @@ def prepare(cfg: DataConfig, splits, image_size: int, crop_pct: float, args) -> 
         args.dataloader_num_workers = 0
     stores = [make_store(ds, choice.kind, args.device) if ds is not None else None for ds in (train, evaluation)]
     return Prepared(stores[0], stores[1], choice)
+
+
+def _decoding(split, image_size: int, crop_pct: float, on_bad_image: str):
+    return None if split is None else attach_decoding(split, image_size, crop_pct, on_bad_image)
+
+
+def _cached(split, image_size: int, crop_pct: float, cfg: DataConfig):
+    return None if split is None else cache_uint8(split, image_size, crop_pct, cfg.cache_dir, cfg.on_bad_image)
 
 
 def _nbytes(ds, image_size: int) -> int:
