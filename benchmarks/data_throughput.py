@@ -16,6 +16,7 @@ machine is shared and noisy). Last line: `speedup_vs_hf_example: X.X` (best vit_
 from __future__ import annotations
 
 import argparse
+import io
 import random
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClass
 
 from vit_hf.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig  # noqa: E402
 from vit_hf.data.augment import build_eval_transform, build_train_augment  # noqa: E402
+from vit_hf.data.decode import to_rgb  # noqa: E402
 from vit_hf.data.loaders import batch_collator  # noqa: E402
 from vit_hf.data.pipeline import prepare  # noqa: E402
 from vit_hf.data.sources import load_splits  # noqa: E402
@@ -41,12 +43,12 @@ from vit_hf.trainer import VitTrainer  # noqa: E402
 SIZE, BATCH = 32, 256
 
 
-def hf_example_transform(size: int):
+def hf_example_transform(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """The example's train transform, per image, in PIL: RandomResizedCrop, flip, ToTensor, Normalize."""
-    mean, std = np.array(IMAGENET_MEAN, np.float32), np.array(IMAGENET_STD, np.float32)
+    mean, std = np.array(mean, np.float32), np.array(std, np.float32)
 
-    def one(image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB")
+    def one(image) -> torch.Tensor:
+        image = to_rgb(image if isinstance(image, Image.Image) else Image.open(io.BytesIO(image["bytes"])))
         w, h = image.size
         area = w * h * random.uniform(0.08, 1.0)
         ratio = np.exp(random.uniform(np.log(3 / 4), np.log(4 / 3)))

@@ -87,7 +87,8 @@ def test_a_resumed_budget_continues_the_clock_and_the_curve():
 
 
 class SchedulerLoop:
-    """The Trainer's step order: optimizer step, scheduler step (reads budget.progress), on_step_end."""
+    """transformers 5.24's step: the step trains (and logs) at the current rate; then the scheduler
+    computes the next rate from budget.progress; then on_step_end. `factors` are the rates used."""
 
     def __init__(self, callback: BudgetCallback, clock: FakeClock, shape: LrShape = LrShape()):
         self.callback, self.clock, self.shape = callback, clock, shape
@@ -95,10 +96,12 @@ class SchedulerLoop:
 
     def run(self, step_seconds: float, max_steps: int = 100_000) -> int:
         self.callback.on_train_begin(None, self.state, self.control)
+        rate = self.shape.factor(self.callback.budget.progress, 0)  # LambdaLR computes one at creation
         for step in range(1, max_steps + 1):
             self.callback.on_step_begin(None, self.state, self.control)
             self.clock.now += step_seconds
-            self.factors.append(self.shape.factor(self.callback.budget.progress, step))
+            self.factors.append(rate)
+            rate = self.shape.factor(self.callback.budget.progress, step)
             self.state.global_step = step
             self.callback.on_step_end(None, self.state, self.control)
             if self.control.should_training_stop:
@@ -118,7 +121,7 @@ def test_training_stops_so_the_final_phase_fits_inside_the_budget():
     # evaluation: 1.5 s start-up (2 workers) + 1.25 * 1000 images * 5 ms / 3; save: 0.5 s + 50 MB at 100 MB/s
     final_phase = (0.5 + 2 * 0.5) + 1.25 * 1000 * 0.005 / 3 + (0.5 + 0.5) + 2.0 + max(1.0, 0.02 * 120)
     assert budget.spent() + final_phase <= budget.seconds + 1e-6
-    assert budget.seconds - budget.spent() <= final_phase + 2 * 0.5 + 1e-6  # and at most a step early
+    assert budget.seconds - budget.spent() <= final_phase + 2 * 0.5 + 1e-6  # and at most two steps early
     assert loop.factors[-1] == 0.0  # the last step ran at the schedule's end
 
 

@@ -39,13 +39,15 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-# Evaluations not yet measured whole are estimated 25% high: a late stop costs the budget, an early
-# one a few steps.
+# Evaluations not yet measured whole are estimated high: a late stop costs the budget, an early one a
+# few steps. 25% over a guess from the training speed; 10% over the rate timed on a few batches
+# (a full evaluation runs larger batches, and measured ~5% faster than the probe on CIFAR-10).
 EVAL_SAFETY = 1.25
+PROBED_EVAL_SAFETY = 1.1
 # curves.png, confusion_matrix.png and the model card after the final save (matplotlib's import included).
 ARTIFACT_SECONDS = 2.0
 # The probe before training: enough images to time a steady batch, few enough to cost a second or two.
-PROBE_BATCH, PROBE_BATCHES = 64, 3
+PROBE_BATCH, PROBE_BATCHES = 64, 6
 
 
 @dataclass
@@ -167,10 +169,9 @@ class ReserveEstimate:
     def evaluation(self, seconds_per_train_image: float) -> float:
         if self.eval_seconds is not None:
             return self.eval_seconds
-        per_image = self.eval_seconds_per_image
-        if per_image is None:
-            per_image = seconds_per_train_image / 3
-        return self.startup_seconds + EVAL_SAFETY * self.eval_images * per_image
+        if self.eval_seconds_per_image is not None:
+            return self.startup_seconds + PROBED_EVAL_SAFETY * self.eval_images * self.eval_seconds_per_image
+        return self.startup_seconds + EVAL_SAFETY * self.eval_images * seconds_per_train_image / 3
 
     def seconds(self, seconds_per_train_image: float) -> float:
         save = self.save_seconds if self.save_seconds is not None else 0.5 + self.model_bytes / 100e6
@@ -196,8 +197,9 @@ def measure_eval_seconds_per_image(trainer, eval_set) -> float:
         trainer.prediction_step(trainer.model, inputs, prediction_loss_only=False)
         _synchronize()
     trainer.model.train()
-    steady = timings[1:] or timings  # the first batch pays one-off costs
-    return sum(steady) / max(1, len(steady)) / PROBE_BATCH
+    # The first batch pays one-off costs; the median of the rest shrugs off a busy moment of the machine.
+    steady = sorted(timings[1:] or timings)
+    return steady[len(steady) // 2] / PROBE_BATCH
 
 
 def _head(dataset, n: int):
@@ -225,10 +227,11 @@ def _synchronize() -> None:
 class BudgetCallback(TrainerCallback):
     """Stops training when the budget's training time is spent, and sets the schedule's progress.
 
-    Order within a step: optimizer step, scheduler step (reads budget.progress), on_step_end here.
-    At the end of step k this sets the progress for the rate the scheduler computes in step k+1,
-    which serves step k+2: so progress is read two steps ahead. A step whose lookahead reaches 1
-    becomes the next-to-last; the last step then logs exactly the schedule's end value.
+    Order within a step (transformers 5.24): optimizer step, scheduler step (reads budget.progress),
+    on_step_end here. At the end of step k this sets the progress for the rate the scheduler computes
+    in step k+1, which step k+2 uses (and logs): so progress is read two steps ahead. When the
+    training time would run out within three steps, the run ends two steps later and the progress
+    is pinned to 1 meanwhile: the last step trains, and is logged, at the schedule's end value.
     """
 
     budget: TimeBudget
@@ -239,7 +242,7 @@ class BudgetCallback(TrainerCallback):
     _last_step_end: float | None = None
     _phase_start: float | None = None
     _steps_timed: int = 0
-    _last_step_next: bool = False
+    _last_step: int | None = None  # the step the budget ends training at, once known
     _announced: bool = False
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -248,6 +251,7 @@ class BudgetCallback(TrainerCallback):
             self.budget.train_start = now
         self._update_reserve()
         self.budget.progress = self.budget.progress_at(now)
+        self._warn_if_the_final_phase_dominates(now)
         logger.info(
             "budget %s: %s spent, %s left at the start of training, %s kept for the final evaluation and save",
             format_duration(self.budget.seconds),
@@ -255,6 +259,16 @@ class BudgetCallback(TrainerCallback):
             format_duration(self.budget.remaining()),
             format_duration(self.budget.reserve),
         )
+
+    def _warn_if_the_final_phase_dominates(self, now: float) -> None:
+        training = self.budget.stop_training_at - now
+        if training < 0.25 * (self.budget.seconds - now):
+            logger.warning(
+                "budget: the final evaluation and save (~%s) leave only %s of %s for training; "
+                "data.max_eval_samples or a longer budget.time would leave more",
+                format_duration(self.budget.reserve), format_duration(max(0.0, training)),
+                format_duration(self.budget.seconds),
+            )
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self._last_step_end is None:
@@ -265,17 +279,18 @@ class BudgetCallback(TrainerCallback):
         self._time_step(now)
         self._update_reserve()
         self._announce_fit(state)
-        lookahead = self.budget.progress_at(now + 2 * self.budget.step_seconds)
+        step_seconds = self.budget.step_seconds
+        lookahead = self.budget.progress_at(now + 2 * step_seconds)
+        ending = self._last_step is None and self.budget.progress_at(now + 3 * step_seconds) >= 1.0
         skip_eval = control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at
-        (progress, last_next, no_eval), _ = agree(
-            [lookahead, float(lookahead >= 1.0), float(skip_eval)], [], device_of(args)
-        )
-        self.budget.progress = progress
+        (progress, end_now, no_eval), _ = agree([lookahead, float(ending), float(skip_eval)], [], device_of(args))
+        if end_now:
+            self._last_step = state.global_step + 2
+        self.budget.progress = 1.0 if self._last_step is not None else progress
         if no_eval:
             self._skip_evaluation(control, state)
-        if self._last_step_next:
+        if self._last_step is not None and state.global_step >= self._last_step:
             self._stop(control, state)
-        self._last_step_next = self._last_step_next or last_next > 0
         self._phase_start = now
 
     def on_evaluate(self, args, state, control, **kwargs):
@@ -303,6 +318,9 @@ class BudgetCallback(TrainerCallback):
     def _skip_evaluation(self, control, state) -> None:
         # Training goes on to the budget's stop (the learning rate has not annealed yet); an
         # evaluation now would run into the reserve, and the final one follows anyway.
+        if self.stopped_by_budget:
+            control.should_evaluate = False
+            return
         logger.info("budget: skipping the evaluation at step %d: it would not end before the final phase", state.global_step)
         control.should_evaluate = False
 

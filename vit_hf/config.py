@@ -138,7 +138,7 @@ class ModelConfig:
         "labels), or to evaluate with --eval-only. Overrides preset.",
     )
     attn_implementation: Literal["auto", "eager", "sdpa"] = _key(
-        "auto", "Attention kernel: 'sdpa' on GPUs, 'eager' on CPUs (faster there with bf16) when 'auto'."
+        "auto", "Attention kernel. 'auto' is 'sdpa' (measured faster than 'eager' on GPUs and, in fp32, on CPUs)."
     )
     trust_remote_code: bool = _key(False, "Allow code from the pretrained repository to run. Only for sources you trust.")
     stem: Literal["patch", "conv"] = _key(
