@@ -152,3 +152,28 @@ def test_resume_from_the_hub_continues_a_pushed_checkpoint(hub_server, tmp_path)
 def test_resume_from_a_missing_folder_is_a_clear_error(tmp_path, value):
     recipe = budget_recipe(tmp_path, seconds=8)
     assert main([str(recipe), "--resume", value]) == 2
+
+
+def test_rerunning_a_finished_run_trains_a_new_one(tmp_path, caplog):
+    recipe = budget_recipe(tmp_path, seconds=60, save_steps=2, max_steps=4)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["training"]["save_strategy"] = "steps"
+    recipe.write_text(yaml.safe_dump(raw))
+    assert main([str(recipe)]) == 0
+    with caplog.at_level("INFO"):
+        assert main([str(recipe)]) == 0
+    assert "holds a finished run" in caplog.text and "resume: from" not in caplog.text
+    assert final_state(tmp_path)["global_step"] == 4
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path, capsys):
+    recipe = budget_recipe(tmp_path, seconds=60, save_steps=2, max_steps=2)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["training"]["save_strategy"] = "steps"
+    recipe.write_text(yaml.safe_dump(raw))
+    assert main([str(recipe)]) == 0
+    checkpoint = latest_checkpoint(tmp_path / "out")
+    code = main([str(recipe), "--resume", checkpoint, "--model.hidden_size", "64",
+                 "--training.output_dir", str(tmp_path / "other")])
+    assert code == 2
+    assert "different model or optimizer setup" in capsys.readouterr().err

@@ -140,10 +140,24 @@ def resolve_checkpoint(resume: str, args) -> str | None:
     if resume == "never":
         return None
     if resume == "auto":
-        return latest_checkpoint(args.output_dir)
+        return _unfinished_run_checkpoint(args.output_dir)
     if resume == "hub":
         return download_hub_checkpoint(args)
     return _existing(resume, "resume")
+
+
+def _unfinished_run_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint, unless output_dir holds a finished run (its final model is newer).
+
+    Rerunning the command of a run that ended trains a new one: continuing a finished run, with its
+    budget spent, would only evaluate it again. `resume: PATH` continues one on purpose."""
+    checkpoint = latest_checkpoint(output_dir)
+    final_model = Path(output_dir) / "model.safetensors"
+    if checkpoint and final_model.is_file():
+        if final_model.stat().st_mtime >= (Path(checkpoint) / _COMPLETE_MARKER).stat().st_mtime:
+            logger.info("resume: %s holds a finished run; training a new one there", output_dir)
+            return None
+    return checkpoint
 
 
 def _existing(path: str, key: str) -> str:

@@ -60,6 +60,8 @@ def plot_curves(runs: Mapping[str, list[dict]], path: str | Path) -> Path:
                     if xs:
                         run_label = label if len(runs) == 1 else f"{name}: {label}"
                         line = style if len(xs) <= MARKERS_MAX_POINTS else style.replace("o", "")
+                        if len(xs) == 1 and "o" not in line:
+                            line += "o"  # a lone point draws no line: mark it
                         color = f"C{index % 10}"
                         ax.plot(np.asarray(xs) / scale, ys, line, color=color, label=run_label, markersize=3)
             ax.set_xlabel(x_label)
@@ -152,7 +154,7 @@ def plot_confusion_matrix(matrix: np.ndarray, label_names: Sequence[str], path: 
     fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"confusion matrix ({int(matrix.sum())} images, rows normalized)")
+    ax.set_title(f"confusion matrix\n{int(matrix.sum())} images, rows normalized")
     if small:
         _label_cells(ax, matrix, rows, label_names)
     else:

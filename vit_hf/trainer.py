@@ -43,6 +43,7 @@ from .data.resolution import ResolutionSchedule, resize_batch
 from .ema import weight_ema_of
 from .guards import nonfinite_guard_of
 from .optim import decay_parameter_names, layer_decay_optimizer
+from .errors import RecipeError
 from .saving import guarded_save
 
 logger = logging.getLogger(__name__)
@@ -136,20 +137,6 @@ class VitTrainer(Trainer):
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return (loss, outputs) if return_outputs else loss
 
-    # 6. What the run is doing (callbacks.py, card.py) --------------------------------------------------
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # RunMonitor's keys go in before Trainer.log: it copies `logs` into log_history, then runs the
-        # reporting integrations (TensorBoard, trackio, W&B) before any user callback's on_log.
-        if self.monitor is not None:
-            logs.update(self.monitor.log_metrics(logs, self.state))
-        super().log(logs, start_time)
-
-    def create_model_card(self, *args, **kwargs) -> None:
-        # push_to_hub writes a card into output_dir just before uploading; ours knows the recipe, budget, hardware.
-        if self.is_world_process_zero():
-            write_model_card(self.args.output_dir, model_id=self.hub_model_id)
-
     # 2. Budget-driven learning rate ----------------------------------------------------------------
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -183,7 +170,12 @@ class VitTrainer(Trainer):
     # 3. Correct checkpoint restores -----------------------------------------------------------------
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        load_checkpoint_weights(model if model is not None else self.model, resume_from_checkpoint)
+        with _incompatible_checkpoint_is_bad_input(resume_from_checkpoint):
+            load_checkpoint_weights(model if model is not None else self.model, resume_from_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        with _incompatible_checkpoint_is_bad_input(checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
 
     def _load_best_model(self) -> None:
         logger.info("loading the best model from %s (%s)", self.state.best_model_checkpoint, self.state.best_metric)
@@ -206,6 +198,20 @@ class VitTrainer(Trainer):
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         hub.push_checkpoint(self, checkpoint_folder, super()._push_from_checkpoint)
+
+    # 6. What the run is doing (callbacks.py, card.py) --------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # RunMonitor's keys go in before Trainer.log: it copies `logs` into log_history, then runs the
+        # reporting integrations (TensorBoard, trackio, W&B) before any user callback's on_log.
+        if self.monitor is not None:
+            logs.update(self.monitor.log_metrics(logs, self.state))
+        super().log(logs, start_time)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        # push_to_hub writes a card into output_dir just before uploading; ours knows the recipe, budget, hardware.
+        if self.is_world_process_zero():
+            write_model_card(self.args.output_dir, model_id=self.hub_model_id)
 
     # 7. extras: weight EMA, flip TTA, weight decay and layer-wise learning rates -----------------------
 
@@ -249,6 +255,19 @@ class VitTrainer(Trainer):
 
 def _mean_of(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     return None if a is None else (a + b) / 2
+
+
+@contextlib.contextmanager
+def _incompatible_checkpoint_is_bad_input(checkpoint: str | None):
+    """A checkpoint of another model or optimizer setup (the recipe changed since it was written)."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise RecipeError(
+            f"cannot resume from {checkpoint}: it was written by a different model or optimizer setup "
+            f"({str(exc).splitlines()[0][:200]}). Use --resume never (a fresh run), another "
+            "training.output_dir, or the recipe that wrote it"
+        ) from None
 
 
 def load_checkpoint_weights(model: torch.nn.Module, checkpoint: str) -> None:
