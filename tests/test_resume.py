@@ -26,8 +26,8 @@ TRAINING_STARTED = "at the start of training"
 
 def budget_recipe(tmp_path: Path, seconds: int, **training) -> Path:
     data = make_imagefolder(tmp_path / "data", per_class=12, size=20)
-    recipe = tiny_recipe(data, tmp_path / "out", lr_scheduler_type="cosine", warmup_steps=0.05,
-                         eval_strategy="no", save_strategy="no", **training)
+    training = {"eval_strategy": "no", "save_strategy": "no"} | training
+    recipe = tiny_recipe(data, tmp_path / "out", lr_scheduler_type="cosine", warmup_steps=0.05, **training)
     del recipe["training"]["num_train_epochs"]
     recipe["budget"] = {"time": seconds}
     return write_recipe(tmp_path, recipe)
@@ -110,10 +110,7 @@ def test_sigkill_loses_at_most_save_every_and_the_rerun_continues(tmp_path):
 
 
 def test_resume_never_starts_over(tmp_path):
-    recipe = budget_recipe(tmp_path, seconds=8, save_steps=2, max_steps=4)
-    raw = yaml.safe_load(recipe.read_text())
-    raw["training"]["save_strategy"] = "steps"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = budget_recipe(tmp_path, seconds=8, save_steps=2, save_strategy="steps", max_steps=4)
     assert main([str(recipe)]) == 0
     assert main([str(recipe), "--resume", "never", "--training.max_steps", "2"]) == 0
     assert final_state(tmp_path)["global_step"] == 2  # a fresh run, not a continuation of step 4
@@ -128,15 +125,13 @@ def test_an_incomplete_checkpoint_is_skipped(tmp_path):
 
 
 def test_resume_from_the_hub_continues_a_pushed_checkpoint(hub_server, tmp_path):
-    recipe = budget_recipe(tmp_path, seconds=120, save_steps=3, push_to_hub=True, hub_model_id="user/run",
-                           hub_strategy="checkpoint", max_steps=6)
-    raw = yaml.safe_load(recipe.read_text())
-    raw["training"]["save_strategy"] = "steps"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = budget_recipe(tmp_path, seconds=120, save_steps=3, save_strategy="steps", push_to_hub=True,
+                           hub_model_id="user/run", hub_strategy="checkpoint", max_steps=6)
     assert main([str(recipe)]) == 0
     assert any(p.startswith("last-checkpoint/") for p in hub_server.repos["user/run"].files)
 
     # Another machine: an empty output_dir, the same recipe with a longer run and resume: hub.
+    raw = yaml.safe_load(recipe.read_text())
     raw["training"]["output_dir"] = str(tmp_path / "elsewhere")
     raw["training"]["max_steps"] = 9
     raw["resume"] = "hub"
@@ -155,10 +150,7 @@ def test_resume_from_a_missing_folder_is_a_clear_error(tmp_path, value):
 
 
 def test_rerunning_a_finished_run_trains_a_new_one(tmp_path, caplog):
-    recipe = budget_recipe(tmp_path, seconds=60, save_steps=2, max_steps=4)
-    raw = yaml.safe_load(recipe.read_text())
-    raw["training"]["save_strategy"] = "steps"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = budget_recipe(tmp_path, seconds=60, save_steps=2, save_strategy="steps", max_steps=4)
     assert main([str(recipe)]) == 0
     with caplog.at_level("INFO"):
         assert main([str(recipe)]) == 0
@@ -167,10 +159,7 @@ def test_rerunning_a_finished_run_trains_a_new_one(tmp_path, caplog):
 
 
 def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path, capsys):
-    recipe = budget_recipe(tmp_path, seconds=60, save_steps=2, max_steps=2)
-    raw = yaml.safe_load(recipe.read_text())
-    raw["training"]["save_strategy"] = "steps"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = budget_recipe(tmp_path, seconds=60, save_steps=2, save_strategy="steps", max_steps=2)
     assert main([str(recipe)]) == 0
     checkpoint = latest_checkpoint(tmp_path / "out")
     code = main([str(recipe), "--resume", checkpoint, "--model.hidden_size", "64",
