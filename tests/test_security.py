@@ -90,7 +90,8 @@ def test_a_checkpoint_holding_a_code_pickle_is_refused_on_resume(tmp_path, capsy
     recipe = tiny_recipe(data, tmp_path / "out", max_steps=2, eval_strategy="no", save_strategy="steps", save_steps=2)
     assert main([str(write_recipe(tmp_path, recipe))]) == 0
     torch.save(RunsCode(marker), tmp_path / "out" / "checkpoint-2" / "optimizer.pt")
-    assert main([str(write_recipe(tmp_path, recipe)), "--training.max_steps", "4"]) == 2
+    checkpoint = str(tmp_path / "out" / "checkpoint-2")  # the run finished: continue it on purpose
+    assert main([str(write_recipe(tmp_path, recipe)), "--training.max_steps", "4", "--resume", checkpoint]) == 2
     assert "refused to load" in capsys.readouterr().err and not marker.exists()
 
 
