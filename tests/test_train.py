@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from PIL import Image
 
 from tests.conftest import ROOT, SHARED_CIFAR10
 from tests.datagen import CLASSES, class_image, make_imagefolder, make_parquet_dataset

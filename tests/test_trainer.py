@@ -7,7 +7,6 @@ what VitTrainer restores with `from_pretrained(checkpoint)`, and show that the p
 
 from __future__ import annotations
 
-import pytest
 import torch
 from transformers import Trainer, TrainingArguments, ViTForImageClassification, default_data_collator
 
