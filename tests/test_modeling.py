@@ -22,6 +22,7 @@ from transformers import AutoModelForImageClassification, ViTForImageClassificat
 from tests.conftest import ROOT
 from tests.datagen import CLASSES, class_image, make_imagefolder
 from tests.test_train import TINY_MODEL, tiny_recipe, write_recipe
+from vit_hf.card import write_model_card
 from vit_hf.config import ModelConfig
 from vit_hf.errors import RecipeError
 from vit_hf.modeling import VitHfForImageClassification
@@ -116,6 +117,17 @@ print(json.dumps({{"module": type(classify.model).__module__, "answer": answer, 
     )
     assert [a["label"] for a in remote["answer"]] == [a["label"] for a in local]
     assert [a["score"] for a in remote["answer"]] == pytest.approx([a["score"] for a in local], rel=1e-5)
+
+
+def test_the_model_card_of_a_vit_hf_model_shows_the_loading_that_works_without_vit_hf(conv_gap_run):
+    text = write_model_card(conv_gap_run, model_id="someone/conv-gap").read_text()
+    assert 'pipeline("image-classification", model="someone/conv-gap", trust_remote_code=True)' in text
+
+
+def test_the_model_card_of_a_plain_vit_needs_no_remote_code(sincos_drop_path_run):
+    text = write_model_card(sincos_drop_path_run, model_id="someone/plain").read_text()
+    usage = text[text.index("## How to use"):text.index("## Training")]
+    assert 'pipeline("image-classification", model="someone/plain")' in usage and "trust_remote_code" not in usage
 
 
 def test_sincos_and_drop_path_save_a_plain_vit_that_keeps_sincos_frozen(sincos_drop_path_run):

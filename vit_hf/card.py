@@ -87,7 +87,7 @@ def card_body(run: RunRecord, model_id: str) -> str:
     sections = [
         f"# {Path(model_id).name}\n\n{_description(run)}",
         "## Results\n\n" + _results_table(run),
-        "## How to use\n\n" + _usage(model_id),
+        "## How to use\n\n" + _usage(model_id, _model_config(run.path).get("model_type") == "vit_hf"),
         "## Training\n\n" + _training_facts(run),
     ]
     if run.recipe_text:
@@ -129,12 +129,18 @@ def _results_table(run: RunRecord) -> str:
     return "\n\n".join([table, *figures])
 
 
-def _usage(model_id: str) -> str:
-    return (
+def _usage(model_id: str, custom_code: bool) -> str:
+    """A conv-stem or GAP model is vit_hf's model type: its code travels with the weights (auto_map)."""
+    remote = ", trust_remote_code=True" if custom_code else ""
+    usage = (
         "```python\nfrom transformers import pipeline\n\n"
-        f'classifier = pipeline("image-classification", model="{model_id}")\n'
+        f'classifier = pipeline("image-classification", model="{model_id}"{remote})\n'
         'classifier("image.jpg")\n```'
     )
+    if custom_code:
+        usage += ("\n\nThe model has vit_hf's convolutional stem or pooled head: its code is in this repository "
+                  "(`trust_remote_code=True` runs it), or `import vit_hf` first and drop that argument.")
+    return usage
 
 
 def _training_facts(run: RunRecord) -> str:
