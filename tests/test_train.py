@@ -205,12 +205,11 @@ def test_bad_dataset_path_fails_before_training_with_exit_2(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="../shared/datasets/cifar10 is absent")
 def test_cifar10_short_budget(tmp_path):
-    """The real recipe on real data, for a short budget: ends on time, well above chance (10%)."""
+    """The CPU recipe on real data, for a short budget: ends on time, well above chance (10%)."""
     out = tmp_path / "out"
     started = time.monotonic()
-    code = main([str(ROOT / "recipes" / "cifar10_tiny.yaml"), "--data.dataset", str(SHARED_CIFAR10),
-                 "--budget.time", "60s", "--training.output_dir", str(out), "--data.max_eval_samples", "2000",
-                 "--model.num_hidden_layers", "4"])
+    code = main([str(ROOT / "recipes" / "cifar10_cpu_10m.yaml"), "--data.dataset", str(SHARED_CIFAR10),
+                 "--budget.time", "60s", "--training.output_dir", str(out), "--data.max_eval_samples", "2000"])
     assert code == 0
     assert time.monotonic() - started < 60 + 5
     results = json.loads((out / "eval_results.json").read_text())
