@@ -1,6 +1,6 @@
 """Does a budgeted run end on time, anneal to the end, and survive SIGKILL + rerun on the same budget?
 
-    python benchmarks/budget_check.py [--recipe recipes/cifar10_tiny.yaml] [--budget 90]
+    python benchmarks/budget_check.py [--recipe recipes/cifar10_cpu_10m.yaml] [--budget 90]
         [--dataset ../shared/datasets/cifar10] [--python .venv/bin/python]
 
 Three processes of `python -m vit_hf.run`: (1) uninterrupted; (2) killed with SIGKILL at half the
@@ -36,7 +36,7 @@ def history(out: Path) -> tuple[int, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--recipe", default="recipes/cifar10_tiny.yaml")
+    parser.add_argument("--recipe", default="recipes/cifar10_cpu_10m.yaml")  # a recipe sized for a CPU
     parser.add_argument("--budget", type=int, default=90)
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "datasets" / "cifar10"))
     parser.add_argument("--python", default=sys.executable)

@@ -4,11 +4,11 @@
         [--dataset ../shared/datasets/cifar10] [--python .venv/bin/python]
 
 (1) vit_hf: `python -m vit_hf.run RECIPE --budget.time BUDGET` (the whole process inside the budget).
-(2) baseline: the same model (the recipe's ViTConfig) trained for the same wall time by the
+(2) baseline: the same model (the recipe's ViTConfig and model options, conv stem included) trained for the same wall time by the
     transformers image-classification example's recipe: per-image PIL transforms in `set_transform`
     (RandomResizedCrop, flip, normalize; eval: resize + center crop), Trainer defaults (AdamW,
     lr 5e-5, batch 8, no warmup, dataloader_num_workers 0), and a step-based cosine schedule sized for
-    the budget from its measured throughput (the best a user of the example can do without vit_hf's
+    the budget from its throughput measured after warm-up (the best a user of the example can do without vit_hf's
     time-mapped schedule). Its evaluation on the test set is inside its budget too.
 Both run one after the other on this machine. Last line: `accuracy: X.XXXX baseline: Y.YYYY`.
 """
@@ -39,27 +39,31 @@ def run_vit_hf(python: str, recipe: str, dataset: str, budget: int, out: Path) -
 def run_baseline(recipe_path: str, dataset: str, budget: int, out: Path) -> tuple[float, float]:
     """The HF example's data path and Trainer defaults, cosine sized from a throughput probe, same wall time."""
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification
-
     from data_throughput import hf_example_transform
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
     from vit_hf.config import DataConfig
     from vit_hf.data.decode import decode_image
-    from vit_hf.metrics import compute_metrics, top_k_predictions
-    from vit_hf.models import PRESETS
-    from vit_hf.recipe import load_recipe
     from vit_hf.data.sources import load_splits
+    from vit_hf.metrics import compute_metrics, top_k_predictions
+    from vit_hf.models import build_model
+    from vit_hf.recipe import load_recipe
 
     started = time.monotonic()
     recipe = load_recipe(recipe_path, ["--data.dataset", dataset])
     splits = load_splits(DataConfig(dataset=dataset), seed=0)
     size = recipe.data.image_size
     names = splits.label_names
-    config = ViTConfig(image_size=size, num_labels=len(names), **(PRESETS[recipe.model.preset] | recipe.vit_config))
-    model = ViTForImageClassification(config)
+    torch.manual_seed(0)
+    model = build_model(recipe.model, recipe.vit_config, names, size)  # the recipe's model: stem, pool, posemb too
     mean = std = [0.5, 0.5, 0.5]  # the example takes them from google/vit-base's image processor
     train = splits.train.with_transform(hf_example_transform(size, mean, std))
-    evaluation = splits.eval.with_transform(lambda b: {
-        "pixel_values": [(decode_image(i, size).float() / 255 - 0.5) / 0.5 for i in b["image"]], "labels": b["label"]})
+
+    def eval_transform(batch):  # the example's eval transforms: resize + center crop, normalize
+        pixels = [(decode_image(image, size).float() / 255 - 0.5) / 0.5 for image in batch["image"]]
+        return {"pixel_values": pixels, "labels": batch["label"]}
+
+    evaluation = splits.eval.with_transform(eval_transform)
 
     class Deadline(TrainerCallback):  # the same wall time: stop when only the evaluation's time is left
         def __init__(self, stop_at: float):
@@ -68,14 +72,24 @@ def run_baseline(recipe_path: str, dataset: str, budget: int, out: Path) -> tupl
         def on_step_end(self, args, state, control, **kwargs):
             control.should_training_stop = time.monotonic() >= self.stop_at
 
-    eval_seconds = len(evaluation) / 400  # measured on this CPU for the recipe's model at 32 px
-    probe_steps = 20
+    class StepClock(TrainerCallback):  # per-step time after warm-up: the first steps pay one-off setup
+        def __init__(self):
+            self.times = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.monotonic())
+
+    clock, probe_steps, probe_images = StepClock(), 30, 1000
     args = dict(output_dir=str(out), report_to="none", remove_unused_columns=False, save_strategy="no",
                 use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_steps=50)
-    probe = Trainer(model=model, args=TrainingArguments(max_steps=probe_steps, **args), train_dataset=train)
-    t0 = time.monotonic()
+    probe = Trainer(model=model, args=TrainingArguments(max_steps=probe_steps, **args), train_dataset=train,
+                    compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k_predictions,
+                    callbacks=[clock])
     probe.train()
-    per_step = (time.monotonic() - t0) / probe_steps
+    per_step = (clock.times[-1] - clock.times[9]) / (len(clock.times) - 10)
+    t0 = time.monotonic()  # the final evaluation's time, from its rate on a slice of the same data path
+    probe.evaluate(eval_dataset=splits.eval.select(range(probe_images)).with_transform(eval_transform))
+    eval_seconds = (time.monotonic() - t0) * len(evaluation) / probe_images
     left = budget - (time.monotonic() - started) - eval_seconds
     steps = max(1, int(left / per_step))
     trainer = Trainer(model=model, args=TrainingArguments(max_steps=steps, lr_scheduler_type="cosine", **args),
