@@ -40,6 +40,7 @@ from .train import (
     calibrate_reserve,
     make_trainer,
     resolve_preprocessing,
+    run_options,
     stopping_callbacks,
     training_values,
     write_recipe,
@@ -241,23 +242,15 @@ class SearchTrainer(VitTrainer):
 
     def _start_trial(self, trial, recipe: Recipe) -> None:
         """The trial's budget, schedule, augmentation and callbacks: as train.train makes them for a run."""
-        from .data.augment import build_train_augment
-        from .data.mixing import build_mixing
-        from .data.resolution import build_resolution_schedule
         from .ema import ema_callbacks
 
-        prep = self.preprocessing
         self.budget = self.budgets.start_trial()
         self.trial_started = self.budgets.clock()
         self.lr_shape = lr_shape_from_args(self.args) if self.budget else None
-        self.train_augment = build_train_augment(recipe.data, prep.mean, prep.std)
-        self.mixing = build_mixing(recipe.data, len(self.splits.label_names), self.args.label_smoothing_factor)
-        self.resolution = build_resolution_schedule(
-            recipe.data.progressive_start_size, recipe.data.progressive_ramp, prep.image_size,
-            getattr(self.model.config, "patch_size", 1),
-        )
-        self.layer_decay = recipe.extras.layer_decay
-        self.eval_flip_tta = recipe.extras.eval_flip_tta
+        options = run_options(recipe, self.preprocessing, self.model, len(self.splits.label_names),
+                              self.args.label_smoothing_factor)
+        for name, value in options.items():  # the VitTrainer attributes its __init__ sets from the same names
+            setattr(self, name, value)
         self._replace_trial_callbacks([
             *stopping_callbacks(recipe, self.args, self.budget, self.model, self.splits, self.eval_dataset),
             *ema_callbacks(recipe.extras.ema_decay),

@@ -56,9 +56,6 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     """Train as the recipe says; returns the final evaluation metrics ({} when stopped by a signal)."""
     from transformers import set_seed
 
-    from .data.augment import build_train_augment
-    from .data.mixing import build_mixing
-    from .data.resolution import build_resolution_schedule
     from .data.pipeline import prepare
     from .data.sources import load_splits
     from .ema import ema_callbacks
@@ -90,14 +87,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
         train_dataset=train_set,
         eval_dataset=eval_set,
         callbacks=[*callbacks, *ema_callbacks(recipe.extras.ema_decay)],
-        layer_decay=recipe.extras.layer_decay,
-        eval_flip_tta=recipe.extras.eval_flip_tta,
-        train_augment=build_train_augment(recipe.data, prep.mean, prep.std),
-        mixing=build_mixing(recipe.data, len(splits.label_names), args.label_smoothing_factor),
-        resolution=build_resolution_schedule(
-            recipe.data.progressive_start_size, recipe.data.progressive_ramp, prep.image_size,
-            getattr(model.config, "patch_size", 1),
-        ),
+        **run_options(recipe, prep, model, len(splits.label_names), args.label_smoothing_factor),
         budget=budget,
         lr_shape=lr_shape_from_args(args) if budget else None,
         monitor=monitor,
@@ -138,6 +128,25 @@ def stopping_callbacks(recipe: Recipe, args, budget, model, splits, eval_set) ->
     if budget is not None:
         callbacks.append(budget_callback(budget, args, eval_set, model, splits.train))
     return callbacks
+
+
+def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, label_smoothing: float) -> dict[str, Any]:
+    """VitTrainer's per-run options from the recipe: augmentation, mixing, progressive resizing, extras.
+    One builder for a run and for each search trial, so the two cannot drift apart."""
+    from .data.augment import build_train_augment
+    from .data.mixing import build_mixing
+    from .data.resolution import build_resolution_schedule
+
+    return {
+        "train_augment": build_train_augment(recipe.data, prep.mean, prep.std),
+        "mixing": build_mixing(recipe.data, num_labels, label_smoothing),
+        "resolution": build_resolution_schedule(
+            recipe.data.progressive_start_size, recipe.data.progressive_ramp, prep.image_size,
+            getattr(model.config, "patch_size", 1),
+        ),
+        "layer_decay": recipe.extras.layer_decay,
+        "eval_flip_tta": recipe.extras.eval_flip_tta,
+    }
 
 
 def make_trainer(model, args, prep: Preprocessing, trainer_class=None, **kwargs):
