@@ -23,9 +23,31 @@ import tempfile
 import time
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+class Deadline(TrainerCallback):
+    """The same wall time for the baseline: stop when only its final evaluation's time is left."""
+
+    def __init__(self, stop_at: float):
+        self.stop_at = stop_at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = time.monotonic() >= self.stop_at
+
+
+class StepClock(TrainerCallback):
+    """When each step ended: per-step time after warm-up (the first steps pay one-off set-up)."""
+
+    def __init__(self):
+        self.times = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.monotonic())
 
 
 def run_vit_hf(python: str, recipe: str, dataset: str, budget: int, out: Path) -> tuple[float, float]:
@@ -40,7 +62,7 @@ def run_baseline(recipe_path: str, dataset: str, budget: int, out: Path) -> tupl
     """The HF example's data path and Trainer defaults, cosine sized from a throughput probe, same wall time."""
     import torch
     from data_throughput import hf_example_transform
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from vit_hf.config import DataConfig
     from vit_hf.data.decode import decode_image
@@ -64,20 +86,6 @@ def run_baseline(recipe_path: str, dataset: str, budget: int, out: Path) -> tupl
         return {"pixel_values": pixels, "labels": batch["label"]}
 
     evaluation = splits.eval.with_transform(eval_transform)
-
-    class Deadline(TrainerCallback):  # the same wall time: stop when only the evaluation's time is left
-        def __init__(self, stop_at: float):
-            self.stop_at = stop_at
-
-        def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = time.monotonic() >= self.stop_at
-
-    class StepClock(TrainerCallback):  # per-step time after warm-up: the first steps pay one-off setup
-        def __init__(self):
-            self.times = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.monotonic())
 
     clock, probe_steps, probe_images = StepClock(), 30, 1000
     args = dict(output_dir=str(out), report_to="none", remove_unused_columns=False, save_strategy="no",

@@ -119,15 +119,17 @@ print(json.dumps({{"module": type(classify.model).__module__, "answer": answer, 
     assert [a["score"] for a in remote["answer"]] == pytest.approx([a["score"] for a in local], rel=1e-5)
 
 
-def test_the_model_card_of_a_vit_hf_model_shows_the_loading_that_works_without_vit_hf(conv_gap_run):
+def test_the_model_card_of_a_vit_hf_model_imports_vit_hf_before_loading_it(conv_gap_run):
     text = write_model_card(conv_gap_run, model_id="someone/conv-gap").read_text()
-    assert 'pipeline("image-classification", model="someone/conv-gap", trust_remote_code=True)' in text
+    usage = text[text.index("## How to use"):text.index("## Training")]
+    assert usage.index("import vit_hf") < usage.index('pipeline("image-classification", model="someone/conv-gap")')
+    assert "trust_remote_code" not in usage
 
 
 def test_the_model_card_of_a_plain_vit_needs_no_remote_code(sincos_drop_path_run):
     text = write_model_card(sincos_drop_path_run, model_id="someone/plain").read_text()
     usage = text[text.index("## How to use"):text.index("## Training")]
-    assert 'pipeline("image-classification", model="someone/plain")' in usage and "trust_remote_code" not in usage
+    assert 'pipeline("image-classification", model="someone/plain")' in usage and "import vit_hf" not in usage
 
 
 def test_sincos_and_drop_path_save_a_plain_vit_that_keeps_sincos_frozen(sincos_drop_path_run):

@@ -129,18 +129,14 @@ def _results_table(run: RunRecord) -> str:
     return "\n\n".join([table, *figures])
 
 
-def _usage(model_id: str, custom_code: bool) -> str:
-    """A conv-stem or GAP model is vit_hf's model type: its code travels with the weights (auto_map)."""
-    remote = ", trust_remote_code=True" if custom_code else ""
-    usage = (
-        "```python\nfrom transformers import pipeline\n\n"
-        f'classifier = pipeline("image-classification", model="{model_id}"{remote})\n'
+def _usage(model_id: str, vit_hf_model: bool) -> str:
+    """A conv-stem or GAP model is vit_hf's model type: importing vit_hf registers it with the Auto classes."""
+    register = "import vit_hf  # registers the vit_hf model type (conv stem / pooled head)\n" if vit_hf_model else ""
+    return (
+        f"```python\n{register}from transformers import pipeline\n\n"
+        f'classifier = pipeline("image-classification", model="{model_id}")\n'
         'classifier("image.jpg")\n```'
     )
-    if custom_code:
-        usage += ("\n\nThe model has vit_hf's convolutional stem or pooled head: its code is in this repository "
-                  "(`trust_remote_code=True` runs it), or `import vit_hf` first and drop that argument.")
-    return usage
 
 
 def _training_facts(run: RunRecord) -> str:

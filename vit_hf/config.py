@@ -145,8 +145,7 @@ class ModelConfig:
         "patch",
         "How pixels become tokens: 'patch' (ViT's patch_size x patch_size projection) or 'conv' (Xiao et al. "
         "2021: log2(patch_size) 3x3 stride-2 convs with BatchNorm+ReLU, then a 1x1 conv; patch_size a power of "
-        "2 >= 4). 'conv' saves a VitHf model: pipeline/AutoModel load it with vit_hf imported, or with "
-        "trust_remote_code=True.",
+        "2 >= 4). 'conv' saves a VitHf model: pipeline/AutoModel load it with vit_hf imported.",
     )
     pool: Literal["cls", "gap"] = _key(
         "cls",
