@@ -16,6 +16,9 @@ sys.path.insert(0, str(ROOT))  # `from tests.datagen import ...` in every test f
 
 import pytest  # noqa: E402
 
+# Fixtures shared by several test modules, found by pytest through this conftest.
+from tests.hub_server import hub_server  # noqa: E402, F401  (a local Hub: see tests/hub_server.py)
+
 SHARED_CIFAR10 = ROOT.parent / "shared" / "datasets" / "cifar10"
 
 
@@ -47,3 +50,12 @@ def tiny_pretrained(tmp_path_factory) -> Path:
     ViTForImageClassification(tiny_vit_config()).save_pretrained(path)
     ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """One finished run for the tests of the summary, plots, card and report: (path, trainer, monitor, metrics)."""
+    from tests.test_callbacks import finished_run
+
+    path = tmp_path_factory.mktemp("runs") / "cifar10_tiny"
+    return (path, *finished_run(path))

@@ -7,7 +7,6 @@ import statistics
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from transformers import ProgressCallback, TrainerCallback
 
@@ -170,20 +169,5 @@ def finished_run(path: Path, dataset: str = "uoft-cs/cifar10", learning_rate: fl
         trainer.save_state()
     write_curves(path)
     return trainer, monitor, output.metrics
-
-
-_FINISHED: list[tuple] = []
-
-
-@pytest.fixture(scope="session")
-def finished(tmp_path_factory):
-    """A finished run for the tests of the summary, plots, card and report: (path, trainer, monitor, metrics).
-
-    Other test files import this fixture, which pytest then registers once per file: the list keeps it one run.
-    """
-    if not _FINISHED:
-        path = tmp_path_factory.mktemp("runs") / "cifar10_tiny"
-        _FINISHED.append((path, *finished_run(path)))
-    return _FINISHED[0]
 
 

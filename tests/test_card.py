@@ -8,7 +8,6 @@ import pytest
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from tests.test_callbacks import finished  # noqa: F401  (the fixture)
 from vit_hf.card import describe_hardware, write_model_card
 from vit_hf.recipe import recipe_from_dict
 

@@ -17,7 +17,7 @@ from huggingface_hub.utils._http import default_client_factory
 
 import vit_hf.hub
 from tests.datagen import make_imagefolder
-from tests.hub_server import hub_server, point_clients_at  # noqa: F401  (the fixture)
+from tests.hub_server import point_clients_at
 from tests.test_train import tiny_recipe, write_recipe
 from vit_hf.checkpoints import latest_checkpoint
 from vit_hf.run import main

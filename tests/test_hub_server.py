@@ -21,7 +21,7 @@ from transformers import (
     pipeline,
 )
 
-from tests.hub_server import FAKE_TOKEN, hub_server  # noqa: F401  (the fixture is used by name)
+from tests.hub_server import FAKE_TOKEN
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
 

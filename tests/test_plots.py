@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_callbacks import finished  # noqa: F401  (the fixture)
 from vit_hf.plots import evaluation_breakdown, log_series, plot_curves, write_curves
 
 

@@ -8,7 +8,7 @@ import yaml
 from transformers import ViTForImageClassification, pipeline
 
 from tests.datagen import CLASSES, class_image, make_imagefolder
-from tests.hub_server import FAKE_TOKEN, hub_server  # noqa: F401  (the fixture)
+from tests.hub_server import FAKE_TOKEN
 from tests.test_train import tiny_recipe
 from vit_hf.run import main
 

@@ -136,8 +136,8 @@ def test_hub_token_never_reaches_the_resolved_recipe():
 def test_every_shipped_recipe_parses_and_builds(path, tiny_pretrained):
     """Dataset loading aside: the recipe validates, TrainingArguments build, the model builds."""
     from vit_hf.models import build_model
-    from vit_hf.train import resolve_preprocessing, training_values
     from vit_hf.recipe import build_training_arguments
+    from vit_hf.train import resolve_preprocessing, training_values
 
     text = path.read_text()
     assert text.startswith("#") and "Command:" in text and "Hardware:" in text and "Expected:" in text

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_callbacks import finished, finished_run  # noqa: F401  (finished: the fixture)
+from tests.test_callbacks import finished_run
 from vit_hf.budget import TimeBudget
 from vit_hf.report import default_report_to, differing_recipe_keys, format_summary, main
 

@@ -16,7 +16,6 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.datagen import make_imagefolder
-from tests.hub_server import hub_server  # noqa: F401  (the fixture)
 from tests.test_train import tiny_recipe, write_recipe
 from vit_hf.checkpoints import BUDGET_STATE, latest_checkpoint
 from vit_hf.run import main
@@ -166,3 +165,15 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(tmp_path, capsys):
                  "--training.output_dir", str(tmp_path / "other")])
     assert code == 2
     assert "different model or optimizer setup" in capsys.readouterr().err
+
+
+def test_an_optimizer_state_of_another_setup_is_a_clear_error(tmp_path, capsys):
+    # The same model, optimizer parameter groups of another shape: layer-wise rates make one group per layer.
+    recipe = budget_recipe(tmp_path, seconds=60, save_steps=2, save_strategy="steps", max_steps=2)
+    assert main([str(recipe)]) == 0
+    checkpoint = latest_checkpoint(tmp_path / "out")
+    code = main([str(recipe), "--resume", checkpoint, "--extras.layer_decay", "0.75",
+                 "--training.max_steps", "4", "--training.output_dir", str(tmp_path / "other")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "different model or optimizer setup" in error and checkpoint in error

@@ -16,7 +16,7 @@ from transformers import TrainingArguments, ViTForImageClassification
 import vit_hf.hub
 from tests.conftest import tiny_vit_config
 from tests.datagen import make_imagefolder
-from tests.hub_server import FAKE_TOKEN, hub_server  # noqa: F401  (the fixture)
+from tests.hub_server import FAKE_TOKEN
 from tests.test_train import tiny_recipe, write_recipe
 from vit_hf.run import main
 

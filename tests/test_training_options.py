@@ -12,8 +12,8 @@ from transformers import Trainer, ViTForImageClassification, default_data_collat
 
 from tests.conftest import tiny_vit_config
 from tests.datagen import make_imagefolder
-from tests.test_trainer import MEAN, STD, TinyImages, arguments, scramble
 from tests.test_train import tiny_recipe, write_recipe
+from tests.test_trainer import MEAN, STD, TinyImages, arguments, scramble
 from vit_hf.config import ModelConfig
 from vit_hf.data.augment import build_eval_transform
 from vit_hf.ema import EMA_FILE, WeightEma

@@ -41,9 +41,9 @@ from .checkpoints import write_budget_state
 from .data.mixing import Mixing, soft_target_cross_entropy
 from .data.resolution import ResolutionSchedule, resize_batch
 from .ema import weight_ema_of
+from .errors import RecipeError
 from .guards import nonfinite_guard_of
 from .optim import decay_parameter_names, layer_decay_optimizer
-from .errors import RecipeError
 from .saving import guarded_save
 
 logger = logging.getLogger(__name__)
@@ -173,10 +173,6 @@ class VitTrainer(Trainer):
         with _incompatible_checkpoint_is_bad_input(resume_from_checkpoint):
             load_checkpoint_weights(model if model is not None else self.model, resume_from_checkpoint)
 
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        with _incompatible_checkpoint_is_bad_input(checkpoint):
-            super()._load_optimizer_and_scheduler(checkpoint)
-
     def _load_best_model(self) -> None:
         logger.info("loading the best model from %s (%s)", self.state.best_model_checkpoint, self.state.best_metric)
         load_checkpoint_weights(self.model, self.state.best_model_checkpoint)
@@ -247,7 +243,10 @@ class VitTrainer(Trainer):
             ema.save(output_dir)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
+        # The optimizer state of a different model or optimizer setup is bad input (exit 2), not a traceback;
+        # the weight EMA travels with the optimizer state.
+        with _incompatible_checkpoint_is_bad_input(checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
         ema = weight_ema_of(self)
         if ema is not None and checkpoint is not None:
             ema.load(checkpoint, device=self.args.device)
