@@ -36,8 +36,9 @@ from vit_hf.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig  # noqa: E402
 from vit_hf.data.augment import build_eval_transform, build_train_augment  # noqa: E402
 from vit_hf.data.decode import to_rgb  # noqa: E402
 from vit_hf.data.loaders import batch_collator  # noqa: E402
-from vit_hf.data.pipeline import prepare  # noqa: E402
+from vit_hf.data.pipeline import plan_loader, prepare  # noqa: E402
 from vit_hf.data.sources import load_splits  # noqa: E402
+from vit_hf.train import with_loader_settings  # noqa: E402
 from vit_hf.trainer import VitTrainer  # noqa: E402
 
 SIZE, BATCH = 32, 256
@@ -113,7 +114,10 @@ def main() -> None:
     augment = build_train_augment(cfg, IMAGENET_MEAN, IMAGENET_STD)
     for loader, workers in (("memory", 0), ("mmap", args.workers), ("decode", args.workers)):
         training_args = arguments(out, workers)
-        prepared = prepare(DataConfig(dataset=args.dataset, loader=loader), splits, SIZE, 1.0, training_args)
+        data = DataConfig(dataset=args.dataset, loader=loader)
+        choice = plan_loader(data, splits, SIZE, training_args, ["dataloader_num_workers"])
+        training_args = with_loader_settings(training_args, choice.settings)
+        prepared = prepare(data, splits, SIZE, 1.0, choice, training_args)
         trainer = VitTrainer(model=tiny_model(), args=training_args, train_dataset=prepared.train,
                              data_collator=batch_collator, train_augment=augment,
                              eval_transform=build_eval_transform(IMAGENET_MEAN, IMAGENET_STD))

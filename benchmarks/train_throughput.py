@@ -27,8 +27,9 @@ from transformers import TrainerCallback, TrainingArguments, ViTConfig, ViTForIm
 from vit_hf.config import DataConfig  # noqa: E402
 from vit_hf.data.augment import build_eval_transform, build_train_augment  # noqa: E402
 from vit_hf.data.loaders import UInt8Images, batch_collator  # noqa: E402
-from vit_hf.data.pipeline import prepare  # noqa: E402
+from vit_hf.data.pipeline import plan_loader, prepare  # noqa: E402
 from vit_hf.data.sources import load_splits  # noqa: E402
+from vit_hf.train import with_loader_settings  # noqa: E402
 from vit_hf.trainer import VitTrainer  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -93,7 +94,10 @@ def main() -> None:
                              logging_steps=10_000, remove_unused_columns=False, disable_tqdm=True)
     cfg = DataConfig(dataset=opts.dataset, image_size=32, crop="pad", pad=4, loader=opts.loader)
     augment = build_train_augment(cfg, MEAN, STD)
-    prepared = prepare(cfg, load_splits(cfg, seed=0), 32, 1.0, args)
+    splits = load_splits(cfg, seed=0)
+    choice = plan_loader(cfg, splits, 32, args)
+    args = with_loader_settings(args, choice.settings)  # e.g. no pinning of batches already on the GPU
+    prepared = prepare(cfg, splits, 32, 1.0, choice, args)
     real = images_per_second(prepared.train, args, MODELS[opts.model], augment, opts.steps, opts.warmup)
 
     synthetic = SyntheticOnDevice(opts.batch, 32, args.device, length=opts.batch * (opts.warmup + opts.steps + 1))

@@ -7,12 +7,13 @@ import statistics
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import ProgressCallback, TrainerCallback
 
 from tests.test_trainer import TinyImages, make
 from vit_hf.budget import TimeBudget
-from vit_hf.callbacks import BudgetProgressBar, InputBoundWatch, RunMonitor, use_budget_progress_bar
+from vit_hf.callbacks import BudgetProgressBar, InputBoundWatch, RunMonitor, input_bound_advice, use_budget_progress_bar
 from vit_hf.card import write_model_card
 from vit_hf.plots import evaluation_breakdown, write_curves
 from vit_hf.recipe import recipe_from_dict
@@ -171,3 +172,17 @@ def finished_run(path: Path, dataset: str = "uoft-cs/cifar10", learning_rate: fl
     return trainer, monitor, output.metrics
 
 
+
+
+@pytest.mark.parametrize("loader", ["device", "memory"])
+def test_input_bound_advice_for_a_gather_store_names_no_worker_option(loader):
+    # Such a store runs without workers: advice to add workers or keep them alive could not be followed.
+    advice = input_bound_advice(0.4, 3, loader, workers=0, persistent=False)
+    assert "dataloader_num_workers" not in advice and "persistent_workers" not in advice
+    assert f"data.loader {loader}" in advice
+
+
+def test_input_bound_advice_for_workers_says_what_helps():
+    advice = input_bound_advice(0.4, 3, "decode", workers=2, persistent=False)
+    assert "now 2" in advice and "persistent_workers: true" in advice and "data.loader: memory" in advice
+    assert "persistent_workers" not in input_bound_advice(0.4, 3, "mmap", workers=0, persistent=False)

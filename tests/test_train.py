@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import ROOT, SHARED_CIFAR10
 from tests.datagen import CLASSES, class_image, make_imagefolder, make_parquet_dataset
+from vit_hf.evaluation import RemapLabels
 from vit_hf.run import main
 
 TINY_MODEL = {
@@ -101,6 +103,16 @@ def test_eval_only_reproduces_the_accuracy(trained, tmp_path):
     assert not list(out.glob("checkpoint-*")) and not (out / "optimizer.pt").exists()
 
 
+def test_eval_only_label_remap_happens_where_the_labels_are():
+    # A device store hands out labels on the accelerator; the dataset -> model id table must follow them
+    # there (a CPU table indexed by CUDA labels raises). "meta" stands in for a device this CPU lacks.
+    remap = RemapLabels([2, 0, 1])
+    on_device = remap({"pixel_values": torch.zeros(3, 3, 4, 4), "labels": torch.tensor([0, 1, 2], device="meta")})
+    assert on_device["labels"].device.type == "meta"
+    on_cpu = remap({"pixel_values": torch.zeros(3, 3, 4, 4), "labels": torch.tensor([0, 1, 2])})
+    assert on_cpu["labels"].tolist() == [2, 0, 1]
+
+
 def test_rerunning_the_written_recipe_reproduces_the_run(trained, tmp_path):
     written = yaml.safe_load((trained["out"] / "recipe.yaml").read_text())
     written["training"]["output_dir"] = str(tmp_path / "again")
@@ -166,6 +178,22 @@ def test_streaming_parquet_with_a_step_limit(tmp_path):
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
     assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["eval_accuracy"] >= 0
+
+
+def test_a_budgeted_stream_trains_pass_after_pass_until_the_budget_ends(tmp_path):
+    # 24 training images, batches of 8: a pass is 3 steps. Before, the Trainer asked the spent stream for
+    # each of its billion remaining steps (no callback runs meanwhile, so no budget could stop it).
+    data = make_parquet_dataset(tmp_path / "data", shards=2, image_column="img", per_class=8)
+    recipe = tiny_recipe(data, tmp_path / "out", eval_strategy="no", save_strategy="no")
+    del recipe["training"]["num_train_epochs"]
+    recipe["data"].update(streaming=True, max_eval_samples=24)  # the budget reserves the final evaluation of 24
+    recipe["budget"] = {"time": "30s"}
+    started = time.monotonic()
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    assert time.monotonic() - started < 30 + 3
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["epoch"] >= 2  # several passes over the stream
+    assert state["global_step"] > 6
 
 
 def test_fine_tuning_gets_a_new_head_new_resolution_and_the_checkpoint_normalization(tmp_path, tiny_pretrained):

@@ -98,13 +98,24 @@ class InputBoundWatch:
         return self._streak == self.windows
 
 
-def input_bound_advice(wait_fraction: float, windows: int, workers: int) -> str:
-    return (
-        f"input-bound: data wait {wait_fraction:.0%} of step time over the last {windows} logging windows, "
-        f"the accelerator idles while batches are fetched; try more training.dataloader_num_workers (now "
-        f"{workers}), data.loader: memory or device (decoded once, a batch is then a gather), or "
-        "training.dataloader_persistent_workers: true"
-    )
+def input_bound_advice(wait_fraction: float, windows: int, loader: str | None, workers: int, persistent: bool) -> str:
+    """What to change when the step waits for data; only options that work with the store in use.
+
+    A device or memory store serves a batch by one gather: workers cannot help it (the store runs without
+    them), a smaller store can. Workers page in (mmap) or decode (decode, streams): more of them, kept
+    alive across epochs, or a store that decodes once instead."""
+    head = (f"input-bound: data wait {wait_fraction:.0%} of step time over the last {windows} logging windows, "
+            "the accelerator idles while batches are fetched; ")
+    if loader in ("device", "memory"):
+        where = "on the device" if loader == "device" else "in RAM"
+        return head + (f"the batches are gathers {where} (data.loader {loader}): a smaller data.image_size, "
+                       "or a larger per_device_train_batch_size, shortens the fetch relative to the step")
+    tips = [f"more training.dataloader_num_workers (now {workers})"]
+    if workers > 0 and not persistent:
+        tips.append("training.dataloader_persistent_workers: true")
+    if loader in (None, "decode", "mmap"):
+        tips.append("data.loader: memory or device (decoded once, a batch is then a gather) when the data fits")
+    return head + "try " + ", ".join(tips)
 
 
 class AcceleratorStats:
@@ -171,8 +182,10 @@ class RunMonitor(TrainerCallback):
         started_at: float | None = None,
         clock=time.monotonic,
         input_bound: InputBoundWatch | None = None,
+        loader: str | None = None,
     ):
         self.budget = budget
+        self.loader = loader  # the data store's kind (data.loaders), for the input-bound advice
         self.clock = clock
         self.started_at = clock() if started_at is None else started_at
         self.input_bound = input_bound or InputBoundWatch()
@@ -180,6 +193,7 @@ class RunMonitor(TrainerCallback):
         self.window = StepWindow()
         self.accelerator: AcceleratorStats | None = None
         self.workers = 0
+        self.persistent_workers = False
         self._elapsed_before = 0.0  # elapsed_seconds logged by the run this one resumes (no budget)
         self._train_begin: float | None = None
         self._step_begin: float | None = None
@@ -194,6 +208,7 @@ class RunMonitor(TrainerCallback):
         self.timing.setup = now - self.started_at
         self.timing.images_per_step = images_per_step(args)
         self.workers = args.dataloader_num_workers
+        self.persistent_workers = args.dataloader_persistent_workers
         self.accelerator = AcceleratorStats.for_device(args.device)
         logged = [entry["elapsed_seconds"] for entry in state.log_history if "elapsed_seconds" in entry]
         self._elapsed_before = logged[-1] if logged else 0.0
@@ -284,7 +299,8 @@ class RunMonitor(TrainerCallback):
         if self.accelerator is not None:
             metrics |= self.accelerator.window_metrics()
         if self.input_bound.observe(wait_fraction) and state.is_local_process_zero:
-            logger.warning(input_bound_advice(wait_fraction, self.input_bound.windows, self.workers))
+            logger.warning(input_bound_advice(wait_fraction, self.input_bound.windows, self.loader, self.workers,
+                                              self.persistent_workers))
         return metrics
 
     def _eta(self, state, step_seconds: float) -> float:

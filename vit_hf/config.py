@@ -80,6 +80,12 @@ class DataConfig:
         "'mmap' memory-maps the cache file (larger than RAM). 'decode' decodes every image at every epoch "
         "in DataLoader workers (streams always do). 'auto': the first of device, memory, mmap that fits.",
     )
+    shuffle_buffer: int = _key(
+        1000,
+        "Streams: rows in the shuffle buffer of each DataLoader worker (datasets' IterableDataset.shuffle; the "
+        "shards are shuffled too, and both again at each epoch). Rows are undecoded: about buffer x file size "
+        "of RAM per worker.",
+    )
     cache_dir: str | None = _key(
         None, "Where the decode-once cache files go. Default: the datasets cache folder (HF_DATASETS_CACHE)/vit_hf."
     )

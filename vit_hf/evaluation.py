@@ -18,10 +18,10 @@ logger = logging.getLogger(__name__)
 
 
 def evaluate_only(recipe: Recipe) -> dict[str, float]:
-    from .data.pipeline import prepare
+    from .data.pipeline import plan_loader, prepare
     from .data.sources import load_splits
     from .models import load_for_evaluation
-    from .train import Preprocessing, make_trainer, pretrained_preprocessing
+    from .train import Preprocessing, make_trainer, pretrained_preprocessing, with_loader_settings
 
     if not recipe.model.pretrained:
         raise RecipeError("--eval-only evaluates model.pretrained: pass --model.pretrained PATH_OR_HUB_ID")
@@ -37,7 +37,9 @@ def evaluate_only(recipe: Recipe) -> dict[str, float]:
         mean=list(recipe.data.mean or saved["mean"]),
         std=list(recipe.data.std or saved["std"]),
     )
-    eval_set = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, args).eval
+    loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
+    args = with_loader_settings(args, loader.settings, recipe.training)
+    eval_set = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args).eval
     trainer = make_trainer(
         model, args, prep, eval_dataset=eval_set, data_collator=RemapLabels(to_model_ids),
         eval_flip_tta=recipe.extras.eval_flip_tta,
@@ -75,9 +77,15 @@ class RemapLabels:
 
         self.collate = batch_collator
         self.mapping = None if mapping is None else torch.tensor(mapping)
+        self._on_device: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, features):
         batch = self.collate(features)
         if self.mapping is not None:
-            batch["labels"] = self.mapping[batch["labels"]]
+            labels = batch["labels"]
+            # A device store's labels are already on the accelerator: the lookup table goes where they are
+            # (copied there once), as a CPU table indexed by CUDA labels raises.
+            if labels.device not in self._on_device:
+                self._on_device[labels.device] = self.mapping.to(labels.device)
+            batch["labels"] = self._on_device[labels.device][labels]
         return batch

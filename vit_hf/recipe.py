@@ -545,6 +545,7 @@ def _check_data_values(data: DataConfig) -> None:
          data.progressive_start_size, "an integer >= 8 (or null for off)"),
         (data.mean is None or len(data.mean) == 3, "data.mean", data.mean, "3 numbers, one per RGB channel"),
         (data.std is None or (len(data.std) == 3 and min(data.std) > 0), "data.std", data.std, "3 positive numbers"),
+        (data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "an integer >= 1"),
         (data.randaugment_ops >= 1, "data.randaugment_ops", data.randaugment_ops, "an integer >= 1"),
         (0 <= data.randaugment_magnitude <= 10, "data.randaugment_magnitude", data.randaugment_magnitude,
          "an integer in [0, 10]"),

@@ -43,6 +43,7 @@ from .train import (
     run_options,
     stopping_callbacks,
     training_values,
+    with_loader_settings,
     write_recipe,
 )
 from .trainer import VitTrainer
@@ -62,7 +63,7 @@ def search(recipe: Recipe, started_at: float | None = None, clock=time.monotonic
     """Run the recipe's search; returns the path of best_recipe.yaml."""
     from transformers import set_seed
 
-    from .data.pipeline import prepare
+    from .data.pipeline import plan_loader, prepare
     from .data.sources import load_splits
 
     started_at = clock() if started_at is None else started_at
@@ -77,7 +78,9 @@ def search(recipe: Recipe, started_at: float | None = None, clock=time.monotonic
     set_seed(args.seed)
     splits = load_splits(plan.base.data, args.seed)
     prep = resolve_preprocessing(plan.base)
-    prepared = prepare(plan.base.data, splits, prep.image_size, prep.crop_pct, args)
+    loader = plan_loader(plan.base.data, splits, prep.image_size, args, plan.base.training)
+    args = with_loader_settings(args, loader.settings, plan.base.training)
+    prepared = prepare(plan.base.data, splits, prep.image_size, prep.crop_pct, loader, args)
     budgets = TrialBudgets.for_search(recipe, started_at, clock)
     trainer = make_trainer(
         None, args, prep, trainer_class=SearchTrainer, plan=plan, budgets=budgets, splits=splits,

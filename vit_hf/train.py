@@ -6,6 +6,7 @@ recipe -> datasets -> decode -> ViT -> VitTrainer (device augmentation, budget) 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from .budget import (
     lr_shape_from_args,
     measure_eval_seconds_per_image,
 )
+from .callbacks import RunMonitor, use_budget_progress_bar
 from .checkpoints import (
     CheckpointCallback,
     GracefulStop,
@@ -29,7 +31,6 @@ from .checkpoints import (
     resolve_checkpoint,
     resolve_save_every,
 )
-from .callbacks import RunMonitor, use_budget_progress_bar
 from .config import IMAGENET_MEAN, IMAGENET_STD
 from .durations import format_duration
 from .errors import RecipeError
@@ -56,7 +57,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     """Train as the recipe says; returns the final evaluation metrics ({} when stopped by a signal)."""
     from transformers import set_seed
 
-    from .data.pipeline import prepare
+    from .data.pipeline import plan_loader, prepare
     from .data.sources import load_splits
     from .ema import ema_callbacks
     from .guards import train_guarded
@@ -71,13 +72,15 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     splits = load_splits(recipe.data, args.seed)
     prep = resolve_preprocessing(recipe)
     model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
-    prepared = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, args)
+    loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
+    args = with_loader_settings(args, loader.settings, recipe.training)
+    prepared = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
     train_set, eval_set = prepared.train, prepared.eval
 
     budget = make_budget(recipe, started_at, clock, checkpoint)
     save_every = resolve_save_every(recipe.budget.save_every, recipe.budget.time)
     checkpointing = CheckpointCallback(save_every=save_every, clock=clock)
-    monitor = RunMonitor(budget=budget, started_at=started_at, clock=clock)
+    monitor = RunMonitor(budget=budget, started_at=started_at, clock=clock, loader=loader.kind)
     callbacks = [*stopping_callbacks(recipe, args, budget, model, splits, eval_set), checkpointing, monitor,
                  StopStepReport()]  # DDP: logs that every rank stopped on the same step
     trainer = make_trainer(
@@ -126,7 +129,7 @@ def stopping_callbacks(recipe: Recipe, args, budget, model, splits, eval_set) ->
     if recipe.early_stopping.patience is not None:
         callbacks.append(EarlyStoppingCallback(recipe.early_stopping.patience, recipe.early_stopping.threshold))
     if budget is not None:
-        callbacks.append(budget_callback(budget, args, eval_set, model, splits.train))
+        callbacks.append(budget_callback(budget, args, splits.eval_images, model, splits.train))
     return callbacks
 
 
@@ -152,9 +155,9 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
 def make_trainer(model, args, prep: Preprocessing, trainer_class=None, **kwargs):
     """A VitTrainer (or `trainer_class`, a subclass) with vit_hf's data collator, metrics and image
     processor; shared with evaluation and the hyperparameter search."""
-    from .data.loaders import batch_collator
     from .data.augment import build_eval_transform
     from .data.decode import image_processor_for
+    from .data.loaders import batch_collator
     from .metrics import compute_metrics, top_k_predictions
     from .trainer import VitTrainer
 
@@ -188,6 +191,27 @@ def training_values(recipe: Recipe) -> dict[str, Any]:
         else:
             values["num_train_epochs"] = UNLIMITED_EPOCHS
     return values
+
+
+def with_loader_settings(args, settings, training: dict[str, Any] | None = None):
+    """A copy of `args` (TrainingArguments) with the DataLoader settings the data store needs
+    (data.loaders.LoaderSettings): workers, pinning, persistence, prefetch, and accelerate's non_blocking
+    and dispatch_batches. The recipe's own accelerator_config values win; one given as a JSON file is kept."""
+    asked = (training or {}).get("accelerator_config")
+    accelerator = args.accelerator_config
+    if not isinstance(asked, str):
+        ours = {"non_blocking": settings.non_blocking}
+        if settings.dispatch_batches is not None:
+            ours["dispatch_batches"] = settings.dispatch_batches
+        accelerator = dataclasses.replace(accelerator, **{k: v for k, v in ours.items() if k not in (asked or {})})
+    return dataclasses.replace(
+        args,
+        dataloader_num_workers=settings.num_workers,
+        dataloader_pin_memory=settings.pin_memory,
+        dataloader_persistent_workers=settings.persistent_workers,
+        dataloader_prefetch_factor=settings.prefetch_factor,
+        accelerator_config=accelerator,
+    )
 
 
 def resolve_preprocessing(recipe: Recipe) -> Preprocessing:
@@ -224,8 +248,17 @@ def pretrained_preprocessing(name: str) -> dict[str, Any]:
     return found
 
 
-def budget_callback(budget: TimeBudget, args, eval_set, model, train_set) -> BudgetCallback:
-    eval_images = len(eval_set) if hasattr(eval_set, "__len__") else 10_000
+# The eval images a budget reserves time for when a stream does not say how many it holds.
+UNKNOWN_EVAL_IMAGES = 10_000
+
+
+def budget_callback(budget: TimeBudget, args, eval_images: int | None, model, train_set) -> BudgetCallback:
+    if eval_images is None:
+        logger.warning(
+            "budget: the eval stream's length is unknown; time for %d images is kept for the final evaluation. "
+            "data.max_eval_samples sets it (and bounds the evaluation)", UNKNOWN_EVAL_IMAGES,
+        )
+        eval_images = UNKNOWN_EVAL_IMAGES
     images_per_step = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
     reserve = ReserveEstimate(
         eval_images=eval_images,

@@ -137,6 +137,18 @@ class VitTrainer(Trainer):
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return (loss, outputs) if return_outputs else loss
 
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        """The Trainer's, and the end of an epoch when a stream has no batch left.
+
+        For a stream (no length) the Trainer sizes an "epoch" at max_steps update steps; when the stream
+        ends first it keeps asking the spent iterator for every remaining step (with a budget, up to a
+        billion empty asks, during which no callback runs, so no budget can stop it). Ending the epoch
+        instead starts the next pass, which set_epoch reshuffles."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batches:
+            self.control.should_epoch_stop = True
+        return batches, num_items
+
     # 2. Budget-driven learning rate ----------------------------------------------------------------
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -50,11 +50,15 @@ class ArrowPixels:
     def nbytes(self) -> int:
         return sum(c.nbytes for c in self.chunks)
 
-    def gather(self, indices: np.ndarray) -> np.ndarray:
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return self.chunks[0].shape[1:]
+
+    def gather(self, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The rows `indices`, written into `out` ([len(indices), *item_shape] uint8)."""
         if len(self.chunks) == 1:
-            return self.chunks[0][indices]
+            return _take(self.chunks[0], indices, out)
         which = np.searchsorted(self.starts, indices, side="right") - 1
-        out = np.empty((len(indices), *self.chunks[0].shape[1:]), np.uint8)
         for c in np.unique(which):
             mask = which == c
             out[mask] = self.chunks[c][indices[mask] - self.starts[c]]
@@ -78,16 +82,31 @@ def _chunk_array(chunk, shape) -> np.ndarray:
 class _NumpyRows:
     array: np.ndarray
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        return self.array[rows]
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return self.array.shape[1:]
+
+    def gather(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return _take(self.array, rows, out)
+
+
+def _take(array: np.ndarray, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # mode="clip": with the default "raise", numpy buffers `out` (2.5x slower at 32 px); the rows come
+    # from the sampler and are always in range.
+    return np.take(array, rows, axis=0, out=out, mode="clip")
 
 
 class UInt8Images(torch.utils.data.Dataset):
-    """Items and whole batches {"pixel_values": uint8, "labels": int64} from a tensor or Arrow store."""
+    """Items and whole batches {"pixel_values": uint8, "labels": int64} from a tensor or Arrow store.
 
-    def __init__(self, pixels: torch.Tensor | ArrowPixels, labels: torch.Tensor):
+    `pin`: gather host batches straight into pinned (page-locked) memory, so that their copy to a CUDA
+    device is asynchronous (accelerate's non_blocking) and the DataLoader's own pinning finds nothing to do.
+    """
+
+    def __init__(self, pixels: torch.Tensor | ArrowPixels, labels: torch.Tensor, pin: bool = False):
         self.pixels = pixels
         self.labels = labels if isinstance(pixels, ArrowPixels) else labels.to(pixels.device)
+        self.pin = pin
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -97,12 +116,19 @@ class UInt8Images(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         if isinstance(self.pixels, ArrowPixels) or self.pixels.device.type == "cpu":
-            # numpy's gather: torch 2.13's index_select on CPU uint8 runs at ~65k img/s (32 px), numpy ~3M.
-            rows = np.asarray(indices, dtype=np.int64)
-            store = self.pixels if isinstance(self.pixels, ArrowPixels) else _NumpyRows(self.pixels.numpy())
-            return {"pixel_values": torch.from_numpy(store.gather(rows)), "labels": self.labels[rows]}
-        index = torch.as_tensor(indices, device=self.pixels.device)
+            return self._host_batch(np.asarray(indices, dtype=np.int64))
+        # A pageable host-to-device copy blocks the host until the GPU has drained its queue: the
+        # indices go through pinned memory, asynchronously, and the gather stays on the device.
+        index = torch.tensor(indices, dtype=torch.int64).pin_memory().to(self.pixels.device, non_blocking=True)
         return {"pixel_values": self.pixels.index_select(0, index), "labels": self.labels.index_select(0, index)}
+
+    def _host_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        # numpy's gather: torch 2.13's index_select on CPU uint8 runs at ~65k img/s (32 px), numpy ~3M.
+        store = self.pixels if isinstance(self.pixels, ArrowPixels) else _NumpyRows(self.pixels.numpy())
+        pixels = torch.empty((len(rows), *store.item_shape), dtype=torch.uint8, pin_memory=self.pin)
+        store.gather(rows, out=pixels.numpy())
+        labels = self.labels[rows]
+        return {"pixel_values": pixels, "labels": labels.pin_memory() if self.pin else labels}
 
 
 def batch_collator(features):
@@ -112,25 +138,98 @@ def batch_collator(features):
     return default_data_collator(features)
 
 
-@dataclass
+@dataclass(frozen=True)
+class LoaderSettings:
+    """The DataLoader options a store works with. The training side turns them into TrainingArguments'
+    dataloader_* keys (and accelerate's); the data side only says what fits."""
+
+    num_workers: int
+    pin_memory: bool  # page-locked batches: their copy to a CUDA device does not block the host
+    persistent_workers: bool
+    prefetch_factor: int | None  # batches each worker loads ahead; torch refuses it without workers
+    non_blocking: bool  # accelerate copies batches to the device asynchronously (needs pinned batches)
+    # None: accelerate's default. False for a stream on one process: accelerate would otherwise "dispatch"
+    # it, reading every batch on the main process and concatenating a copy of it.
+    dispatch_batches: bool | None = None
+
+
+@dataclass(frozen=True)
 class LoaderChoice:
     kind: str
     reason: str
+    settings: LoaderSettings
+    notes: tuple[str, ...] = ()  # requested DataLoader options this store overrides, for the log
 
 
-def choose_loader(requested: str, streaming: bool, nbytes: int, device: torch.device) -> LoaderChoice:
-    """The fastest path that fits: on the device, else in RAM, else memory-mapped."""
+@dataclass(frozen=True)
+class LoaderRequest:
+    """What the recipe asks of the DataLoader (its training.dataloader_* values); `explicit`: the keys it set."""
+
+    num_workers: int = 0
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    pin_memory: bool = True
+    explicit: frozenset[str] = frozenset()
+
+
+def choose_loader(
+    requested: str, streaming: bool, nbytes: int, device: torch.device,
+    request: LoaderRequest = LoaderRequest(), world_size: int = 1,
+) -> LoaderChoice:
+    """The fastest path that fits (on the device, else in RAM, else memory-mapped), with its DataLoader settings."""
+    kind, reason = _store_kind(requested, streaming, nbytes, device)
+    settings, notes = loader_settings(kind, device, request, streaming and world_size == 1)
+    return LoaderChoice(kind, reason, settings, notes)
+
+
+def _store_kind(requested: str, streaming: bool, nbytes: int, device: torch.device) -> tuple[str, str]:
     if streaming:
-        return LoaderChoice("decode", "a stream is decoded as it arrives")
+        return "decode", "a stream is decoded as it arrives"
     if requested != "auto":
-        return LoaderChoice(requested, "data.loader")
+        return requested, "data.loader"
     free = _free_accelerator_bytes(device)
     if free and nbytes < DEVICE_SHARE * free:
-        return LoaderChoice("device", f"{nbytes / 1e9:.2f} GB fit in {free / 1e9:.0f} GB free on {device}")
+        return "device", f"{nbytes / 1e9:.2f} GB fit in {free / 1e9:.0f} GB free on {device}"
     ram = _available_ram_bytes()
     if nbytes < MEMORY_SHARE * ram:
-        return LoaderChoice("memory", f"{nbytes / 1e9:.2f} GB fit in {ram / 1e9:.0f} GB of available RAM")
-    return LoaderChoice("mmap", f"{nbytes / 1e9:.2f} GB: too large for the device and RAM")
+        return "memory", f"{nbytes / 1e9:.2f} GB fit in {ram / 1e9:.0f} GB of available RAM"
+    return "mmap", f"{nbytes / 1e9:.2f} GB: too large for the device and RAM"
+
+
+def loader_settings(
+    kind: str, device: torch.device, request: LoaderRequest, lone_stream: bool = False
+) -> tuple[LoaderSettings, tuple[str, ...]]:
+    """The DataLoader options that work with `kind` on `device`, and notes on the requested ones overridden.
+
+    device: a batch is an index gather on the accelerator. No workers (CUDA tensors do not cross processes)
+        and no pinning: torch pins every batch when pin_memory is on, and pinning a CUDA tensor raises.
+    memory: a batch is one gather in RAM, straight into pinned memory on CUDA; workers would only add
+        copies between processes.
+    mmap, decode: workers page in or decode; the DataLoader pins their batches in a thread of its own;
+        persistent workers, so that an epoch does not start by forking them again.
+    Without workers torch refuses persistent_workers and prefetch_factor, so those go with them.
+    """
+    cuda = device.type == "cuda"
+    workers = 0 if kind in ("device", "memory") else request.num_workers
+    settings = LoaderSettings(
+        num_workers=workers,
+        pin_memory=cuda and kind != "device" and request.pin_memory,
+        persistent_workers=workers > 0 and (request.persistent_workers or "persistent_workers" not in request.explicit),
+        prefetch_factor=request.prefetch_factor if workers > 0 else None,
+        non_blocking=cuda,
+        dispatch_batches=False if lone_stream else None,
+    )
+    notes = tuple(
+        f"training.dataloader_{key} {getattr(request, key)!r} -> {getattr(settings, key)!r} ({why})"
+        for key, why in (
+            ("num_workers", f"data.loader {kind}: a batch is one gather, workers would only add copies"),
+            ("persistent_workers", "no workers to keep"),
+            ("prefetch_factor", "no workers to prefetch"),
+            ("pin_memory", "batches already on the device cannot be pinned"),
+        )
+        if key in request.explicit and getattr(request, key) != getattr(settings, key)
+    )
+    return settings, notes
 
 
 def _free_accelerator_bytes(device: torch.device) -> int:
@@ -153,8 +252,8 @@ def make_store(cached: datasets.Dataset, kind: str, device: torch.device) -> UIn
     pixels = ArrowPixels(cached)
     labels = torch.from_numpy(np.array(cached.data.table.column("label").to_numpy(), dtype=np.int64))
     if kind == "mmap":
-        return UInt8Images(pixels, labels)
+        return UInt8Images(pixels, labels)  # gathered in worker processes: the DataLoader pins in the main one
     tensor = pixels.to_tensor()
     if kind == "device":
         return UInt8Images(tensor.to(device), labels.to(device))
-    return UInt8Images(tensor, labels)
+    return UInt8Images(tensor, labels, pin=device.type == "cuda")

@@ -51,6 +51,13 @@ class Splits:
     train: SplitData | None  # None when load_splits(need_train=False)
     eval: SplitData
     label_names: list[str]  # index i = label id i, in both splits
+    # Images in the eval split when known: its length, or for a stream what its split info and
+    # data.max_eval_samples say (at most). None: a stream of unknown length.
+    eval_images: int | None = None
+
+    def __post_init__(self):
+        if self.eval_images is None and isinstance(self.eval, datasets.Dataset):
+            self.eval_images = len(self.eval)
 
 
 def load_splits(cfg: DataConfig, seed: int, need_train: bool = True) -> Splits:
@@ -354,10 +361,23 @@ def _shape_stream(
         for name, ds in (("train", train), ("eval", eval_))
         if ds is not None
     }
+    eval_images = _stream_length(eval_, cfg.eval_split) if eval_ is not None else None
     if "eval" not in parts:
         parts["train"], parts["eval"] = _hold_out_stream(parts["train"], cfg, seed)
+        train_images = _stream_length(train, cfg.train_split)
+        eval_images = round(_holdout_fraction(train, cfg) * train_images) if train_images else None
+    if (old_to_new < 0).any():
+        eval_images = None  # a class subset of a stream: how many images remain is unknown until read
+    if cfg.max_eval_samples is not None:
+        eval_images = min(eval_images or cfg.max_eval_samples, cfg.max_eval_samples)
     train = _head(parts["train"], cfg.max_train_samples) if need_train else None
-    return Splits(train, _head(parts["eval"], cfg.max_eval_samples), names)
+    return Splits(train, _head(parts["eval"], cfg.max_eval_samples), names, eval_images)
+
+
+def _stream_length(ds: datasets.IterableDataset, name: str | None) -> int | None:
+    """The number of examples the stream's split info declares (datasets' README metadata), if any."""
+    info = (ds.info.splits or {}).get(name or ds.split) if ds.info is not None else None
+    return info.num_examples if info is not None and info.num_examples else None
 
 
 def _stream_label_names(splits: list[datasets.IterableDataset], label: str) -> list[str]:
