@@ -346,6 +346,19 @@ def test_one_op_per_sample_gives_each_sample_its_own_op():
     torch.testing.assert_close(out, alone, atol=1e-3, rtol=0)
 
 
+def test_the_masked_path_makes_the_grouped_paths_pixels(monkeypatch):
+    # The accelerator's path never reads the device (no group sizes on the host); same result.
+    x = images(batch=4 * len(AUGMENT_OPS))
+    op_index = torch.randperm(len(x), generator=seeded()) % len(AUGMENT_OPS)
+    strength = torch.rand(len(x), generator=seeded()) * 4 - 2
+    grouped = one_op_per_sample(x, op_index, strength, grouped=True)
+    reads = []
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self) or [])
+    masked = one_op_per_sample(x, op_index, strength, grouped=False)
+    assert not reads
+    torch.testing.assert_close(masked, grouped, atol=1e-4, rtol=0)
+
+
 def test_one_op_per_sample_resamples_all_geometric_ops_at_once(monkeypatch):
     calls = []
     grid_sample = F.grid_sample

@@ -90,8 +90,10 @@ class SchedulerLoop:
     """transformers 5.24's step: the step trains (and logs) at the current rate; then the scheduler
     computes the next rate from budget.progress; then on_step_end. `factors` are the rates used."""
 
-    def __init__(self, callback: BudgetCallback, clock: FakeClock, shape: LrShape = LrShape()):
+    def __init__(self, callback: BudgetCallback, clock: FakeClock, shape: LrShape = LrShape(),
+                 first_step_seconds: float | None = None):
         self.callback, self.clock, self.shape = callback, clock, shape
+        self.first_step_seconds = first_step_seconds  # e.g. torch.compile's
         self.state, self.control, self.factors = TrainerState(), TrainerControl(), []
 
     def run(self, step_seconds: float, max_steps: int = 100_000) -> int:
@@ -99,7 +101,8 @@ class SchedulerLoop:
         rate = self.shape.factor(self.callback.budget.progress, 0)  # LambdaLR computes one at creation
         for step in range(1, max_steps + 1):
             self.callback.on_step_begin(None, self.state, self.control)
-            self.clock.now += step_seconds
+            first = step == 1 and self.first_step_seconds is not None
+            self.clock.now += self.first_step_seconds if first else step_seconds
             self.factors.append(rate)
             rate = self.shape.factor(self.callback.budget.progress, step)
             self.state.global_step = step
@@ -164,3 +167,31 @@ def test_lr_reaches_its_minimum_exactly_at_the_last_step(step_seconds):
     assert max(loop.factors) == pytest.approx(1.0, abs=0.05 if step_seconds < 1 else 0.5)
     assert budget.spent() <= budget.stop_training_at + 1e-6
     assert all(math.isfinite(f) for f in loop.factors)
+
+
+def test_a_compiling_first_step_is_no_training_progress_and_the_final_evaluation_keeps_its_compile_time():
+    clock = FakeClock()
+    budget = TimeBudget(seconds=600, started_at=clock.now, clock=clock)
+    reserve = ReserveEstimate(eval_images=1000, budget_seconds=600, eval_seconds_per_image=0.001)
+    callback = BudgetCallback(budget, reserve, images_per_step=100, compiles=True)
+    loop = SchedulerLoop(callback, clock, LrShape(kind="cosine", warmup_fraction=0.05), first_step_seconds=60)
+    loop.run(step_seconds=0.5, max_steps=3)
+    assert budget.paused == pytest.approx(60) and reserve.compile_seconds == pytest.approx(59.5)
+    # Two real steps in: the warmup (5% of ~470 s of training) has barely begun; counted from
+    # on_train_begin it would be 61 s in, past it.
+    assert budget.progress_at(budget.spent()) == pytest.approx(1.0 / (budget.stop_training_at - 60), rel=1e-3)
+    assert loop.factors[-1] < 0.05
+    assert "paused" in budget.state() and budget.state()["paused"] == pytest.approx(60)
+
+
+def test_with_a_compiling_first_step_the_run_still_ends_inside_the_budget_at_the_minimum():
+    clock = FakeClock()
+    budget = TimeBudget(seconds=300, started_at=clock.now, clock=clock)
+    reserve = ReserveEstimate(eval_images=500, budget_seconds=300, eval_seconds_per_image=0.002)
+    callback = BudgetCallback(budget, reserve, images_per_step=100, compiles=True)
+    loop = SchedulerLoop(callback, clock, LrShape(kind="cosine", warmup_fraction=0.05), first_step_seconds=40)
+    loop.run(step_seconds=0.25)
+    assert loop.factors[-1] == 0.0 and max(loop.factors) == pytest.approx(1.0, abs=0.01)
+    final_phase = reserve.evaluation(0.0025)
+    assert final_phase >= 40  # the first evaluation compiles too
+    assert budget.spent() + final_phase <= budget.seconds

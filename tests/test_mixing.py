@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ def batch(size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def mix(x, labels, seed=0, **settings):
-    return mix_batch(x, labels, CLASSES, **settings, generator=seeded(seed))
+    return mix_batch(x, labels, CLASSES, **settings, rng=np.random.default_rng(seed))
 
 
 def one_hot(labels: torch.Tensor) -> torch.Tensor:
@@ -176,7 +177,7 @@ def test_mixing_calls_mix_batch_with_its_settings():
     x, labels = batch()
     mixing = Mixing(CLASSES, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
     expected = mix(x, labels, 3, mixup_alpha=0.8, cutmix_alpha=1.0, label_smoothing=0.1)
-    assert all(torch.equal(a, b) for a, b in zip(mixing(x, labels, seeded(3)), expected))
+    assert all(torch.equal(a, b) for a, b in zip(mixing(x, labels, np.random.default_rng(3)), expected))
 
 
 @pytest.mark.parametrize(
@@ -207,9 +208,21 @@ def test_training_batches_get_mixed_soft_targets_reproducibly(tmp_path):
     prepared = trainer._prepare_inputs(tiny_batch())
     assert prepared["labels"].shape == (8, 3) and prepared["labels"].dtype == torch.float32
     torch.testing.assert_close(prepared["labels"].sum(1), torch.ones(8))
-    again = trainer._prepare_inputs(tiny_batch())
+    replay = mixing_trainer(tmp_path / "again")  # the same run again (or resumed at this step)
+    replay.model.train()
+    again = replay._prepare_inputs(tiny_batch())
     assert torch.equal(prepared["pixel_values"], again["pixel_values"])
     assert torch.equal(prepared["labels"], again["labels"])
+
+
+def test_each_micro_batch_of_an_accumulated_step_is_augmented_anew(tmp_path):
+    trainer = mixing_trainer(tmp_path, gradient_accumulation_steps=2)
+    trainer.model.train()
+    first, second = (trainer._prepare_inputs(tiny_batch())["pixel_values"] for _ in range(2))
+    assert not torch.equal(first, second)  # the same images in both micro-batches: augmented differently
+    trainer.state.global_step += 1
+    third = trainer._prepare_inputs(tiny_batch())["pixel_values"]  # the next step's first micro-batch
+    assert not torch.equal(third, first) and not torch.equal(third, second)
 
 
 def test_evaluation_batches_keep_their_labels(tmp_path):

@@ -223,3 +223,28 @@ def test_a_conv_stem_on_a_patch_checkpoint_is_an_error_naming_why(tiny_pretraine
     cfg = ModelConfig(pretrained=str(tiny_pretrained), stem="conv")
     with pytest.raises(RecipeError, match="was trained with stem 'patch' and its weights only fit that"):
         load_pretrained(cfg, {}, LABELS, image_size=16)
+
+
+def test_a_conv_stem_in_channels_last_trains_ema_included_and_saves_weights_that_evaluate_the_same(
+    tmp_path, monkeypatch
+):
+    # On a GPU a conv stem trains in channels_last (NHWC) memory format; here it is forced on the CPU.
+    import vit_hf.train
+
+    def forced(model, device):
+        model.to(memory_format=torch.channels_last)
+        return True
+
+    monkeypatch.setattr(vit_hf.train, "use_channels_last", forced)
+    data = make_imagefolder(tmp_path / "data", per_class=8, size=16)
+    recipe = tiny_recipe(data, tmp_path / "out", max_steps=6, eval_strategy="no")
+    recipe["model"]["stem"] = "conv"
+    recipe["extras"] = {"ema_decay": 0.9}
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    monkeypatch.undo()  # evaluated again in the standard layout
+    again = tmp_path / "eval"
+    assert main([str(tmp_path / "out" / "recipe.yaml"), "--eval-only", "--model.pretrained", str(tmp_path / "out"),
+                 "--training.output_dir", str(again)]) == 0
+    trained = json.loads((tmp_path / "out" / "eval_results.json").read_text())
+    evaluated = json.loads((again / "eval_results.json").read_text())
+    assert evaluated["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-4)

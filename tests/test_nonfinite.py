@@ -55,10 +55,13 @@ def nan_recipe(tmp_path, **early_stopping):
 def test_under_fp16_loss_scaling_isolated_overflows_are_the_scalers_and_a_run_of_them_stops():
     guard, state = NonFiniteGuard("stop"), SimpleNamespace(global_step=0)
 
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], fused=True)
+
     def step(grad_norm: float) -> TrainerControl:
         control = TrainerControl()
-        assert not guard.check(torch.tensor(grad_norm), loss_scaled=True)  # the GradScaler drops the update
         state.global_step += 1
+        guard.check(torch.tensor(grad_norm), optimizer, state.global_step, loss_scaled=True)
+        assert not hasattr(optimizer, "found_inf")  # the GradScaler drops the update, and sets that flag itself
         guard.on_step_end(None, state, control)
         return control
 
@@ -71,14 +74,19 @@ def weights(checkpoint) -> dict[str, torch.Tensor]:
     return load_file(str(checkpoint / "model.safetensors"))
 
 
-def test_a_nan_loss_stops_with_the_last_good_weights_and_exit_4(tmp_path, nan_at_step, capsys):
+@pytest.mark.parametrize("optim", ["adamw_torch_fused", "adamw_torch"])
+def test_a_nan_loss_stops_with_the_last_good_weights_and_exit_4(tmp_path, nan_at_step, capsys, optim):
+    # Fused: the optimizer skips the update on the device (found_inf); for-each: the guard drops its gradients.
     nan_at_step(3)
-    assert main([str(nan_recipe(tmp_path))]) == 4
+    assert main([str(nan_recipe(tmp_path)), "--training.optim", optim]) == 4
     err = capsys.readouterr().err
     assert "training stopped at step 3: non-finite loss" in err and "checkpoint-3" in err
     out = tmp_path / "out"
     before, stopped = weights(out / "checkpoint-2"), weights(out / "checkpoint-3")
     assert all(torch.equal(before[name], stopped[name]) for name in before)  # the NaN update was not applied
+    moments = [torch.load(out / name / "optimizer.pt", weights_only=True)["state"] for name in ("checkpoint-2",
+                                                                                                "checkpoint-3")]
+    assert all(torch.equal(moments[0][i]["exp_avg"], moments[1][i]["exp_avg"]) for i in moments[0])  # nor its moments
     assert all(torch.isfinite(t).all() for t in stopped.values())
     assert json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["global_step"] == 3
     assert not (out / "model.safetensors").exists()  # not a finished run

@@ -99,12 +99,24 @@ def test_overrides_both_forms_and_yaml_values(tmp_path):
     path = write(tmp_path, minimal())
     recipe = load_recipe(
         path,
-        ["--data.image_size", "64", "--training.learning_rate=3e-4", "--data.classes", "[cat, dog]", "--model.patch_size", "8"],
+        ["--data.image_size", "64", "--training.learning_rate=3e-4", "--data.classes", "[cat, dog]",
+         "--model.patch_size", "8"],
     )
     assert recipe.data.image_size == 64
     assert recipe.training["learning_rate"] == 3e-4
     assert recipe.data.classes == ["cat", "dog"]
     assert recipe.vit_config == {"patch_size": 8}
+
+
+def test_scalars_read_as_yaml_1_2_no_is_a_strategy_not_false(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads no/yes/on/off as booleans: `eval_strategy: no` would be False.
+    path = tmp_path / "recipe.yaml"
+    path.write_text("data: {dataset: x}\nmodel: {preset: vit-tiny}\ntraining: {eval_strategy: no, save_strategy: no,"
+                    " bf16: true}\n")
+    recipe = load_recipe(path, ["--training.eval_strategy", "no", "--data.streaming", "false"])
+    assert recipe.training["eval_strategy"] == "no" and recipe.training["save_strategy"] == "no"
+    assert recipe.training["bf16"] is True and recipe.data.streaming is False
+    assert "eval_strategy: 'no'" in recipe.to_yaml()  # quoted: any YAML reader reads it back as the string
 
 
 def test_overrides_are_validated_like_the_file(tmp_path):

@@ -43,7 +43,8 @@ def test_phases_and_throughput_are_timed_for_the_summary(finished):
     _, trainer, monitor, _ = finished  # trained with evaluations, then predicted and saved under timed("saving")
     timing = monitor.timing
     assert timing.training > 0 and timing.evaluation > 0 and timing.saving > 0 and timing.setup >= 0
-    assert timing.steps == 6 and timing.images_per_step == 8
+    # 6 steps, the first (warm-up; with torch_compile, compiling) timed apart and kept out of the rates.
+    assert timing.steps == 5 and timing.images_per_step == 8 and timing.first_step > 0
     assert timing.images_per_second > 0
     evals = [e for e in trainer.state.log_history if "eval_loss" in e]
     assert len(evals) == 3 and all("elapsed_seconds" in e and "images_seen" in e for e in evals)

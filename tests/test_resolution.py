@@ -12,20 +12,23 @@ from vit_hf.data.resolution import ResolutionSchedule, build_resolution_schedule
 from vit_hf.run import main
 
 
-def test_schedule_holds_then_ramps_then_holds_on_patch_multiples():
+def test_schedule_holds_then_ramps_then_holds_on_a_few_planned_patch_multiples():
     schedule = ResolutionSchedule(full=224, start=128, ramp=(0.5, 0.8), multiple=16)
+    assert schedule.sizes == (128, 160, 192, 224)  # 4 stages: under torch_compile, 4 training graphs
     assert [schedule.size_at(p) for p in (0.0, 0.3, 0.5)] == [128, 128, 128]
-    assert schedule.size_at(0.65) == 176  # halfway up the ramp
+    assert schedule.size_at(0.6) == 160 and schedule.size_at(0.7) == 192  # a third and two thirds up the ramp
     assert schedule.size_at(0.8) == schedule.size_at(1.0) == 224
-    assert all(schedule.size_at(p / 100) % 16 == 0 for p in range(101))
     sizes = [schedule.size_at(p / 100) for p in range(101)]
-    assert sizes == sorted(sizes)
+    assert sizes == sorted(sizes) and set(sizes) == set(schedule.sizes)
+    assert ResolutionSchedule(full=32, start=16, ramp=(0.5, 0.8), multiple=4, stages=2).sizes == (16, 32)
+    assert ResolutionSchedule(full=32, start=24, ramp=(0.5, 0.8), multiple=4, stages=8).sizes == (24, 28, 32)
 
 
 def test_off_unless_asked_and_smaller():
     assert build_resolution_schedule(None, [0.5, 0.8], 32, 4) is None
     assert build_resolution_schedule(32, [0.5, 0.8], 32, 4) is None
     assert build_resolution_schedule(16, [0.5, 0.8], 32, 4).start == 16
+    assert build_resolution_schedule(16, [0.5, 0.8], 32, 4, stages=3).sizes == (16, 24, 32)
 
 
 def test_resize_batch_shrinks_and_keeps_the_mean():

@@ -123,12 +123,16 @@ def test_augmentation_is_reproducible_per_step(tmp_path):
     from vit_hf.config import DataConfig
     from vit_hf.data.augment import build_train_augment
 
-    trainer = make(VitTrainer, tmp_path)
-    trainer.train_augment = build_train_augment(DataConfig(crop="pad", pad=2, hflip=0.5), MEAN, STD)
-    trainer.model.train()
+    def augmenting_trainer(folder):
+        trainer = make(VitTrainer, folder)
+        trainer.train_augment = build_train_augment(DataConfig(crop="pad", pad=2, hflip=0.5), MEAN, STD)
+        trainer.model.train()
+        return trainer
+
+    trainer, replay = augmenting_trainer(tmp_path / "a"), augmenting_trainer(tmp_path / "b")
     batch = default_data_collator([TinyImages()[i] for i in range(8)])
     first = trainer._prepare_inputs(dict(batch))["pixel_values"]
-    again = trainer._prepare_inputs(dict(batch))["pixel_values"]
-    torch.testing.assert_close(first, again)  # same step -> same augmentation (resume replays it)
+    again = replay._prepare_inputs(dict(batch))["pixel_values"]
+    torch.testing.assert_close(first, again)  # same step and micro-batch -> same augmentation (resume replays it)
     trainer.state.global_step += 1
     assert not torch.equal(trainer._prepare_inputs(dict(batch))["pixel_values"], first)

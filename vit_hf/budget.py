@@ -62,6 +62,9 @@ class TimeBudget:
     reserve: float = 0.0  # seconds kept back for the final evaluation, save and push
     step_seconds: float = 0.0  # running estimate of one optimizer step, data wait included
     progress: float = 0.0  # schedule progress agreed for the coming step (see BudgetCallback)
+    # Budget seconds inside the training span that are no training progress: each process's first step
+    # (loader start, allocation, kernel selection, torch.compile), so warmup and decay follow real steps.
+    paused: float = 0.0
 
     def spent(self) -> float:
         return self.spent_before + self.clock() - self.started_at
@@ -77,18 +80,19 @@ class TimeBudget:
         """Fraction of the training time used at budget time `spent`, in [0, 1]."""
         if self.train_start is None:
             return 0.0
-        span = self.stop_training_at - self.train_start
+        span = self.stop_training_at - self.train_start - self.paused
         if span <= 0:
             return 1.0
-        return min(1.0, max(0.0, (spent - self.train_start) / span))
+        return min(1.0, max(0.0, (spent - self.train_start - self.paused) / span))
 
     def state(self) -> dict[str, float | None]:
         """What a checkpoint keeps, so that a resumed run continues on the same clock and curve."""
-        return {"spent": self.spent(), "train_start": self.train_start}
+        return {"spent": self.spent(), "train_start": self.train_start, "paused": self.paused}
 
     def restore(self, state: dict[str, float | None]) -> None:
         self.spent_before = float(state.get("spent") or 0.0)
         self.train_start = state.get("train_start")
+        self.paused = float(state.get("paused") or 0.0)
 
 
 @dataclass
@@ -161,6 +165,10 @@ class ReserveEstimate:
     eval_seconds: float | None = None  # measured, once an evaluation has run
     eval_seconds_per_image: float | None = None  # measured on a few batches before training
     save_seconds: float | None = None  # measured, once a checkpoint was saved
+    # torch.compile: the final evaluation compiles its own graphs (eval mode, its batch shapes) unless an
+    # evaluation already did. Allowance: the compile measured in the first training step (forward and
+    # backward), which covers the forward-only graphs of the evaluation.
+    compile_seconds: float = 0.0
 
     @property
     def startup_seconds(self) -> float:
@@ -170,8 +178,10 @@ class ReserveEstimate:
         if self.eval_seconds is not None:
             return self.eval_seconds
         if self.eval_seconds_per_image is not None:
-            return self.startup_seconds + PROBED_EVAL_SAFETY * self.eval_images * self.eval_seconds_per_image
-        return self.startup_seconds + EVAL_SAFETY * self.eval_images * seconds_per_train_image / 3
+            estimate = PROBED_EVAL_SAFETY * self.eval_images * self.eval_seconds_per_image
+        else:
+            estimate = EVAL_SAFETY * self.eval_images * seconds_per_train_image / 3
+        return self.startup_seconds + estimate + self.compile_seconds
 
     def seconds(self, seconds_per_train_image: float) -> float:
         save = self.save_seconds if self.save_seconds is not None else 0.5 + self.model_bytes / 100e6
@@ -238,7 +248,10 @@ class BudgetCallback(TrainerCallback):
     reserve: ReserveEstimate
     images_per_step: int
     epoch_images: int | None = None  # train-set size, when known (not for streams)
+    compiles: bool = False  # training.torch_compile: the first step compiles, and so will the first evaluation
     stopped_by_budget: bool = False
+    _train_begin: float | None = None
+    _first_step_seconds: float | None = None
     _last_step_end: float | None = None
     _phase_start: float | None = None
     _steps_timed: int = 0
@@ -246,7 +259,7 @@ class BudgetCallback(TrainerCallback):
     _announced: bool = False
 
     def on_train_begin(self, args, state, control, **kwargs):
-        now = self.budget.spent()
+        now = self._train_begin = self.budget.spent()
         if self.budget.train_start is None:
             self.budget.train_start = now
         self._update_reserve()
@@ -334,19 +347,26 @@ class BudgetCallback(TrainerCallback):
         control.should_save = False
 
     def _time_step(self, now: float) -> None:
-        if self._last_step_end is not None:
+        if self._first_step_seconds is None:
+            self._pause_for_the_first_step(now)
+        elif self._last_step_end is not None:
             self._steps_timed += 1
-            # The first step carries one-off costs (loader workers starting, allocation, kernel
-            # selection): several times a normal step. Estimates start from the second; recent
-            # steps weigh more, so throughput drift is followed.
-            if self._steps_timed >= 2:
-                weight = 1.0 if self._steps_timed == 2 else 0.2
-                self.budget.step_seconds += weight * (now - self._last_step_end - self.budget.step_seconds)
+            # Estimates start from the second step; recent steps weigh more, so throughput drift is followed.
+            weight = 1.0 if self._steps_timed == 1 else 0.2
+            self.budget.step_seconds += weight * (now - self._last_step_end - self.budget.step_seconds)
+            if self._steps_timed == 1 and self.compiles:
+                self.reserve.compile_seconds = max(0.0, self._first_step_seconds - self.budget.step_seconds)
         self._last_step_end = now
+
+    def _pause_for_the_first_step(self, now: float) -> None:
+        """This process's first step, from on_train_begin (loader start, first batch, allocation, kernel
+        selection, torch.compile): budget time, but not training progress (TimeBudget.paused)."""
+        self._first_step_seconds = now - self._train_begin
+        self.budget.paused += self._first_step_seconds
 
     def _announce_fit(self, state) -> None:
         """Once throughput is measured: how many steps, images and epochs the budget buys."""
-        if self._announced or self._steps_timed < 6 or self.budget.step_seconds <= 0:
+        if self._announced or self._steps_timed < 5 or self.budget.step_seconds <= 0:
             return
         self._announced = True
         steps = int(max(0.0, self.budget.stop_training_at - self.budget.spent()) / self.budget.step_seconds)

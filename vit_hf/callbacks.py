@@ -60,9 +60,10 @@ class RunTiming:
     training: float = 0.0  # training, less the evaluations and saves made during it
     evaluation: float = 0.0
     saving: float = 0.0
-    steps: int = 0  # optimizer steps taken by this process
+    steps: int = 0  # optimizer steps taken by this process, its first one left out
     step_seconds: float = 0.0  # time inside those steps, data wait included
     images_per_step: int = 0
+    first_step: float = 0.0  # from training's start to the first step's end: loader start, warm-up, compile
 
     @property
     def images_per_second(self) -> float:
@@ -223,14 +224,25 @@ class RunMonitor(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         now = self.clock()
-        busy = now - self._step_begin
-        self.window.busy += busy
-        self.window.steps += 1
-        self.timing.step_seconds += busy
-        self.timing.steps += 1
+        if self._last_step_end is None and not self.timing.first_step:
+            self._first_step_done(args, now)
+        else:
+            busy = now - self._step_begin
+            self.window.busy += busy
+            self.window.steps += 1
+            self.timing.step_seconds += busy
+            self.timing.steps += 1
         self._last_step_end = self._phase_mark = now
         if self.accelerator is not None:
             self.accelerator.sample(now)
+
+    def _first_step_done(self, args, now: float) -> None:
+        """The first step carries one-off costs (workers starting, allocation, kernel selection and, with
+        torch_compile, compiling): logged on its own and kept out of every rate."""
+        self.timing.first_step = now - self._train_begin
+        why = "torch.compile compiling, and warm-up" if args.torch_compile else "loader start and warm-up"
+        logger.info("first step: %s (%s); images/s and ETAs count from the second", format_duration(
+            self.timing.first_step), why)
 
     def on_evaluate(self, args, state, control, **kwargs):
         self._end_phase("evaluation")

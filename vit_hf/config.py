@@ -99,6 +99,11 @@ class DataConfig:
         "progressive: the fractions of training (of the budget, else of the steps) where the resolution starts "
         "growing and where it reaches image_size.",
     )
+    progressive_sizes: int = _key(
+        4,
+        "progressive: how many distinct resolutions the ramp steps through, progressive_start_size and image_size "
+        "included. With training.torch_compile each one is compiled once, so few keep compile time small.",
+    )
     crop_pct: float = _key(
         1.0,
         "Evaluation geometry: resize the shorter side to image_size / crop_pct, then center-crop image_size. "
@@ -223,6 +228,12 @@ class ExtrasConfig:
         False,
         "Evaluate with flip test-time augmentation: the mean of the logits of each image and its mirror "
         "(eval_loss: the mean of the two losses). The saved model is unchanged.",
+    )
+    check_host_syncs: bool = _key(
+        False,
+        "Diagnostics: fail the run at the first host sync (Tensor.item(), .tolist(), a blocking GPU copy...) inside "
+        "a steady training step, with a traceback to it; logging, evaluation and save steps are exempt. On CUDA "
+        "through torch.cuda.set_sync_debug_mode('error'), on a CPU by the tensor reads that would sync on a GPU.",
     )
 
 

@@ -97,7 +97,9 @@ class WeightEma(TrainerCallback):
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
 
-        save_file(self.shadow, str(Path(folder) / EMA_FILE), metadata={"updates": str(self.updates)})
+        # contiguous(): safetensors stores dense row-major tensors, and a conv stem trains in channels_last.
+        shadow = {name: value.contiguous() for name, value in self.shadow.items()}
+        save_file(shadow, str(Path(folder) / EMA_FILE), metadata={"updates": str(self.updates)})
 
     def load(self, folder: str | Path, device: torch.device | str) -> bool:
         """Restore the average from a checkpoint; False (and the average starts afresh) when it has none."""

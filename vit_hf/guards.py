@@ -3,26 +3,29 @@
     train_guarded(trainer, recipe.early_stopping.on_nonfinite_loss, checkpoint)
 
 The Trainer computes each update's gradient norm anyway (for clipping and logging);
-`VitTrainer._get_grad_norm` hands it to `NonFiniteGuard.check`. A NaN or infinite loss makes NaN
-gradients, so a non-finite norm catches both. Such an update is dropped: the gradients are set to
-None, and torch's optimizers leave a parameter without a gradient untouched (no step, no weight
-decay, no moment update), so the weights stay the last good ones. Under fp16 loss scaling, the
-GradScaler skips those updates itself and shrinks its scale; isolated overflows are its normal
-working, so there only a run of them counts.
+`VitTrainer._get_grad_norm` hands it to `NonFiniteGuard.check` just before the optimizer step. A NaN or
+infinite loss makes NaN gradients, so a non-finite norm catches both. Such an update is dropped on the
+device, without the host ever waiting for the GPU: fused optimizers (torch's AdamW/Adam/SGD with
+fused=True; transformers 5.24's default adamw_torch_fused) take a `found_inf` flag, GradScaler's own
+mechanism, and skip the whole update in their kernel (no weight change, no moment update, no step
+count). Other optimizers cannot: for them the norm is read on the host at each step (one sync a step,
+logged once) and the gradients are set to None. Under fp16 loss scaling the GradScaler skips those
+updates itself and shrinks its scale; isolated overflows are its normal working, so there only a run
+of them counts.
 
-Then, at the step's end: `stop` (default) saves a checkpoint of those last good weights and ends
-training (exit code 4); `skip` logs the step and goes on, and stops the same way after
+The host learns of a non-finite update from a small counter tensor copied to pinned memory
+asynchronously and read once the copy has finished (`HostCopies`): a step or two later on a GPU,
+at once on a CPU. Then `stop` (default) saves a checkpoint (no non-finite update was ever applied to
+its weights) and ends training (exit code 4); `skip` logs and goes on, and stops the same way after
 MAX_NONFINITE_IN_A_ROW in a row, as a run stuck on NaN has diverged.
-
-Cost: one device-to-host read of the norm per optimizer step. The Trainer already reads every
-micro-step's loss (its logging_nan_inf_filter), so the device has been waited for anyway.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import math
 
+import torch
 from transformers import TrainerCallback
 
 from .exits import TrainingDiverged
@@ -30,58 +33,150 @@ from .exits import TrainingDiverged
 logger = logging.getLogger(__name__)
 
 MAX_NONFINITE_IN_A_ROW = 10
+# The guard's device counters: updates found non-finite in all, in the current run of them, and the
+# global step of the latest one.
+TOTAL, IN_A_ROW, LAST_STEP = range(3)
+
+
+class HostCopies:
+    """Copies of a small device tensor on the host, made without a sync.
+
+    `send` copies into a pinned buffer asynchronously and records an event; `poll` returns the newest
+    copy that has finished (None before the first), never waiting. On a CPU the copy is done at once."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._pending: collections.deque = collections.deque()  # (buffer, event), oldest first
+        self._free: list = []
+        self.latest = None
+
+    def send(self, values: torch.Tensor) -> None:
+        if self._free:
+            buffer, event = self._free.pop()
+        else:
+            buffer = torch.empty(values.shape, dtype=values.dtype, pin_memory=self.cuda)
+            event = torch.cuda.Event() if self.cuda else None
+        buffer.copy_(values, non_blocking=self.cuda)
+        if event is not None:
+            event.record()
+        self._pending.append((buffer, event))
+
+    def poll(self):
+        """The newest finished copy, as a numpy array (numpy reads host memory: never a device sync)."""
+        while self._pending and (self._pending[0][1] is None or self._pending[0][1].query()):
+            buffer, event = self._pending.popleft()
+            self.latest = buffer.numpy().copy()
+            self._free.append((buffer, event))
+        return self.latest
+
+    def wait(self):
+        """Every copy finished (a sync: for the end of training)."""
+        for _, event in self._pending:
+            if event is not None:
+                event.synchronize()
+        return self.poll()
+
+
+def supports_device_skip(optimizer) -> bool:
+    """Whether the torch optimizer skips an update on the device when given `found_inf` (fused kernels).
+
+    `_step_supports_amp_scaling` is the flag torch's GradScaler reads for the same purpose."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
 
 
 class NonFiniteGuard(TrainerCallback):
-    """Told each update's gradient norm (`check`); at the step's end, goes on or stops as its policy says."""
+    """Told each update's gradient norm (`check`); at a step's end, goes on or stops as its policy says."""
 
     def __init__(self, policy: str = "stop"):
         self.policy = policy
-        self.in_a_row = 0
         self.stopped_at: int | None = None
-        self._nonfinite = False
+        self.in_a_row = 0
+        self.last_step: int | None = None  # the step of the latest non-finite update seen
+        self.host_checked = False  # the optimizer cannot skip updates on the device: checked on the host
         self._loss_scaled = False
+        self._seen = 0  # non-finite updates already reported
+        self._counts: torch.Tensor | None = None
+        self._copies: HostCopies | None = None
 
-    def check(self, grad_norm, loss_scaled: bool = False) -> bool:
-        """Whether this update is non-finite and the caller must drop it (under fp16 loss scaling the scaler does)."""
-        self._nonfinite = grad_norm is not None and not math.isfinite(float(grad_norm))
+    def check(self, grad_norm, optimizer, step: int, loss_scaled: bool = False) -> None:
+        """Record this update's norm; make the optimizer skip it (on the device) if it is not finite.
+
+        `optimizer` is the torch optimizer about to step; `step` the global step this update makes."""
         self._loss_scaled = loss_scaled
-        return self._nonfinite and not loss_scaled
+        if not torch.is_tensor(grad_norm):  # DeepSpeed hands a float
+            grad_norm = torch.tensor(float("nan") if grad_norm is None else grad_norm)
+        bad = ~torch.isfinite(grad_norm.detach())
+        if not loss_scaled:  # under loss scaling the GradScaler sets found_inf itself
+            self._drop_if(bad, optimizer)
+        self._count(bad.to(torch.int64), step)
+
+    def _drop_if(self, bad: torch.Tensor, optimizer) -> None:
+        if supports_device_skip(optimizer):
+            optimizer.found_inf = bad.to(torch.float32)
+            return
+        if not self.host_checked:
+            self.host_checked = True
+            logger.info("%s cannot skip a non-finite update on the device: its gradient norm is read on the host "
+                        "at each step (a sync); a fused optimizer (training.optim: adamw_torch_fused) avoids it",
+                        type(optimizer).__name__)
+        if bool(bad):
+            optimizer.zero_grad(set_to_none=True)  # torch optimizers leave a parameter without a gradient alone
+
+    def _count(self, bad: torch.Tensor, step: int) -> None:
+        if self._counts is None:
+            self._counts = torch.zeros(3, dtype=torch.int64, device=bad.device)
+            self._copies = HostCopies(bad.device)
+        counts = self._counts
+        counts[TOTAL] += bad
+        counts[IN_A_ROW] = (counts[IN_A_ROW] + 1) * bad
+        counts[LAST_STEP] = torch.where(bad.bool(), step, counts[LAST_STEP])
+        self._copies.send(counts)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if not self._nonfinite:
-            self.in_a_row = 0
+        self._act_on(self._copies.poll() if self._copies is not None else None, state, control)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._copies is not None:
+            counts = self._copies.wait()
+            if counts is not None and counts[TOTAL] > self._seen:
+                logger.warning("%d non-finite update(s) in the last steps were not applied (the latest at step %d)",
+                               counts[TOTAL] - self._seen, counts[LAST_STEP])
+
+    def _act_on(self, counts, state, control) -> None:
+        if counts is None or counts[TOTAL] == self._seen:
+            if counts is not None:
+                self.in_a_row = int(counts[IN_A_ROW])
             return
-        self._nonfinite = False
-        self.in_a_row += 1
-        step = state.global_step
+        new, self._seen = int(counts[TOTAL]) - self._seen, int(counts[TOTAL])
+        self.in_a_row, self.last_step = int(counts[IN_A_ROW]), int(counts[LAST_STEP])
         if self.in_a_row < MAX_NONFINITE_IN_A_ROW and (self.policy == "skip" or self._loss_scaled):
             if not self._loss_scaled:
                 logger.warning("step %d: non-finite loss or gradient; its update was not applied, training goes on "
-                               "(early_stopping.on_nonfinite_loss: skip)", step)
+                               "(early_stopping.on_nonfinite_loss: skip)%s", self.last_step,
+                               f" ({new} such updates since the last report)" if new > 1 else "")
             return
-        self.stopped_at = step
-        logger.error("step %d: non-finite loss or gradient; its update was not applied. Saving the last good "
-                     "weights in checkpoint-%d and stopping", step, step)
+        self.stopped_at = state.global_step
+        logger.error("step %d: non-finite loss or gradient; its update was not applied. Saving checkpoint-%d, "
+                     "whose weights never received a non-finite update, and stopping", self.last_step,
+                     state.global_step)
         control.should_training_stop = True
         control.should_save = True
         control.should_evaluate = False
 
     def diverged_message(self, output_dir: str) -> str:
-        in_a_row = f" ({self.in_a_row} steps in a row)" if self.in_a_row > 1 else ""
+        in_a_row = f" ({self.in_a_row} updates in a row)" if self.in_a_row > 1 else ""
         return (
-            f"training stopped at step {self.stopped_at}: non-finite loss or gradient{in_a_row}. No such update was "
-            f"applied: {output_dir}/checkpoint-{self.stopped_at} holds the weights of step "
-            f"{self.stopped_at - self.in_a_row}, the last good ones. Lower training.learning_rate, lengthen "
-            "training.warmup_steps or set training.max_grad_norm; early_stopping.on_nonfinite_loss: skip rides "
-            "out isolated spikes. Rerunning resumes from that checkpoint."
+            f"training stopped at step {self.stopped_at}: non-finite loss or gradient at step {self.last_step}"
+            f"{in_a_row}. No such update was applied: {output_dir}/checkpoint-{self.stopped_at} holds weights that "
+            "never received one. Lower training.learning_rate, lengthen training.warmup_steps or set "
+            "training.max_grad_norm; early_stopping.on_nonfinite_loss: skip rides out isolated spikes. Rerunning "
+            "resumes from that checkpoint."
         )
 
 
-def train_guarded(trainer, on_nonfinite_loss: str, checkpoint: str | None) -> None:
-    """trainer.train(), watched by a NonFiniteGuard; TrainingDiverged (exit 4) once its checkpoint is saved."""
-    guard = NonFiniteGuard(on_nonfinite_loss)
-    trainer.add_callback(guard)
+def train_guarded(trainer, guard: NonFiniteGuard, checkpoint: str | None) -> None:
+    """trainer.train(), watched by `guard` (one of its callbacks); TrainingDiverged (exit 4) once its checkpoint
+    is saved."""
     trainer.train(resume_from_checkpoint=checkpoint)
     if guard.stopped_at is not None:
         raise TrainingDiverged(guard.diverged_message(trainer.args.output_dir))

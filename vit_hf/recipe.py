@@ -67,6 +67,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_total_limit": 2,
     # HF logs every 500 steps, which is never in a 10-minute run.
     "logging_steps": 50,
+    # The Trainer's filter tests every micro-batch's loss for NaN on the host: a GPU sync per micro-batch.
+    # vit_hf's own guard (guards.py) keeps non-finite updates out of the weights without one.
+    "logging_nan_inf_filter": False,
     # Every ViT parameter takes part in every step: DDP's search for unused ones is an extra autograd pass.
     "ddp_find_unused_parameters": False,
     # A pushed model is private until the recipe says otherwise (HF's None means public).
@@ -140,13 +143,22 @@ class Recipe:
 
 
 class RecipeLoader(yaml.SafeLoader):
-    """yaml.SafeLoader (no tags that build objects) that also reads 3e-4 as a float.
+    """yaml.SafeLoader (no tags that build objects) that reads scalars as YAML 1.2 does.
 
-    PyYAML follows YAML 1.1, where a float needs a dot ('3.0e-4'); '3e-4' would be a string and
-    learning_rate: 3e-4 an error. This resolver is the YAML 1.2 float pattern.
+    PyYAML follows YAML 1.1, where a float needs a dot ('3.0e-4'), so learning_rate: 3e-4 would be a
+    string and an error; and where yes/no/on/off are booleans, so `eval_strategy: no` (or
+    `--training.eval_strategy no`) would be False, not the strategy "no". YAML 1.2: floats with or
+    without a dot, and only true/false as booleans.
     """
 
 
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 RecipeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
@@ -405,14 +417,15 @@ def build_training_arguments(values: dict[str, Any]):
         os.environ["HF_TOKEN"] = values["hub_token"]
     values = {key: value for key, value in values.items() if key not in SECRET_TRAINING_KEYS}
     try:
-        return TrainingArguments(**(machine_defaults() | values | _cpu_only_settings(values)))
+        return TrainingArguments(**(machine_defaults() | values | _hardware_settings(values)))
     except (ValueError, TypeError) as exc:
         # Its messages name command-line flags (--save_strategy): name the recipe keys instead.
         raise RecipeError("training: " + re.sub(r"--(\w+)", r"training.\1", str(exc))) from None
 
 
-def _cpu_only_settings(values: dict[str, Any]) -> dict[str, Any]:
-    """On a machine without an accelerator: use_cpu, and a bf16 recipe still runs, on the CPU.
+def _hardware_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings this machine's hardware decides: on an Ampere or newer GPU, tf32 (see _tf32); on a
+    machine without an accelerator: use_cpu, and a bf16 recipe still runs, on the CPU.
 
     use_cpu is what makes `torchrun --nproc_per_node N` train with DDP (gloo) on CPUs: without it,
     accelerate's PartialState starts DDP only on an accelerator, and each process would train
@@ -430,10 +443,21 @@ def _cpu_only_settings(values: dict[str, Any]) -> dict[str, Any]:
     if has_accelerator:
         if values.get("bf16"):
             _check_gpu_bf16()
-        return {}
+        return _tf32(values)
     if not values.get("bf16") or _cpu_has_amx():
         return {"use_cpu": True}
     return {"use_cpu": True, "bf16": False}
+
+
+def _tf32(values: dict[str, Any]) -> dict[str, Any]:
+    """tf32 on for an Ampere or newer GPU unless the recipe says: fp32 matrix products (an fp32 recipe's
+    every layer, and what a bf16 run keeps in fp32) run on the tensor cores at ~8x the fp32 rate, with a
+    10-bit mantissa that training does not notice (NVIDIA's default for cuDNN convolutions already)."""
+    import torch
+
+    if values.get("tf32") is not None or not torch.cuda.is_available():
+        return {}
+    return {"tf32": True} if torch.cuda.get_device_capability()[0] >= 8 else {}
 
 
 def _check_gpu_bf16() -> None:
@@ -543,6 +567,7 @@ def _check_data_values(data: DataConfig) -> None:
          "data.progressive_ramp", data.progressive_ramp, "[start, end] with 0 <= start <= end <= 1"),
         (data.progressive_start_size is None or data.progressive_start_size >= 8, "data.progressive_start_size",
          data.progressive_start_size, "an integer >= 8 (or null for off)"),
+        (data.progressive_sizes >= 2, "data.progressive_sizes", data.progressive_sizes, "an integer >= 2"),
         (data.mean is None or len(data.mean) == 3, "data.mean", data.mean, "3 numbers, one per RGB channel"),
         (data.std is None or (len(data.std) == 3 and min(data.std) > 0), "data.std", data.std, "3 positive numbers"),
         (data.shuffle_buffer >= 1, "data.shuffle_buffer", data.shuffle_buffer, "an integer >= 1"),

@@ -130,6 +130,9 @@ def format_summary(metrics: dict[str, float], state, timing, output_dir: str | P
         f"{timing.images_per_second:,.0f} images/s",
         f"time      {phases}",
     ]
+    if timing.first_step >= 1.0:
+        lines.append(f"          of the training: the first step {format_duration(timing.first_step)} (warm-up, compile), "
+                     "kept out of images/s")
     if budget is not None:
         left = format_duration(max(0.0, budget.remaining()))
         lines.append(f"budget    {format_duration(budget.seconds)}: {left} left")

@@ -27,7 +27,7 @@ KINDS = ("log_uniform", "uniform", "int", "categorical")
 TRIAL_DATA_KEYS = (
     "crop", "crop_scale", "crop_ratio", "pad", "hflip", "color_jitter", "auto_augment", "randaugment_ops",
     "randaugment_magnitude", "random_erasing", "mixup_alpha", "cutmix_alpha", "mix_prob", "mix_switch_prob",
-    "progressive_start_size", "progressive_ramp",
+    "progressive_start_size", "progressive_ramp", "progressive_sizes",
 )
 # Keys no trial may change, and why.
 FIXED_KEYS = {

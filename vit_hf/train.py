@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .budget import (
     SUPPORTED_SCHEDULES,
     BudgetCallback,
@@ -60,8 +62,9 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     from .data.pipeline import plan_loader, prepare
     from .data.sources import load_splits
     from .ema import ema_callbacks
-    from .guards import train_guarded
+    from .guards import NonFiniteGuard, train_guarded
     from .models import build_model
+    from .sync_check import HostSyncCheck
 
     started_at = clock() if started_at is None else started_at
     args = build_training_arguments(training_values(recipe))
@@ -72,6 +75,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     splits = load_splits(recipe.data, args.seed)
     prep = resolve_preprocessing(recipe)
     model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
+    channels_last = use_channels_last(model, args.device)
     loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
     args = with_loader_settings(args, loader.settings, recipe.training)
     prepared = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
@@ -81,20 +85,32 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     save_every = resolve_save_every(recipe.budget.save_every, recipe.budget.time)
     checkpointing = CheckpointCallback(save_every=save_every, clock=clock)
     monitor = RunMonitor(budget=budget, started_at=started_at, clock=clock, loader=loader.kind)
-    callbacks = [*stopping_callbacks(recipe, args, budget, model, splits, eval_set), checkpointing, monitor,
-                 StopStepReport()]  # DDP: logs that every rank stopped on the same step
+    guard = NonFiniteGuard(recipe.early_stopping.on_nonfinite_loss)
+    sync_check = HostSyncCheck() if recipe.extras.check_host_syncs else None
+    callbacks = [
+        *stopping_callbacks(recipe, args, budget, model, splits, eval_set),
+        checkpointing,
+        monitor,
+        StopStepReport(),  # DDP: logs that every rank stopped on the same step
+        *ema_callbacks(recipe.extras.ema_decay),
+        guard,
+        *([sync_check] if sync_check else []),  # last: it reads the step's final control flags
+    ]
     trainer = make_trainer(
         model,
         args,
         prep,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        callbacks=[*callbacks, *ema_callbacks(recipe.extras.ema_decay)],
+        callbacks=callbacks,
         **run_options(recipe, prep, model, len(splits.label_names), args.label_smoothing_factor),
         budget=budget,
         lr_shape=lr_shape_from_args(args) if budget else None,
         monitor=monitor,
+        channels_last=channels_last,
     )
+    if args.torch_compile:
+        plan_compilation(trainer.resolution, args)
     use_budget_progress_bar(trainer, budget)
     if budget is not None:
         calibrate_reserve(trainer, eval_set)
@@ -103,10 +119,44 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
         logger.info("checkpoints: also every %s of wall time (budget.save_every)", format_duration(save_every))
     with GracefulStop() as stop:
         checkpointing.stop_requested = stop.requested
-        train_guarded(trainer, recipe.early_stopping.on_nonfinite_loss, checkpoint)  # NaN: exit 4, checkpoint kept
+        try:
+            train_guarded(trainer, guard, checkpoint)  # NaN: exit 4, checkpoint kept
+        finally:
+            if sync_check is not None:
+                sync_check.close()
     if checkpointing.interrupted:
         return report_interrupted(trainer, args)
     return finish(trainer, args, monitor)
+
+
+def use_channels_last(model, device) -> bool:
+    """A conv stem on a GPU: its weights in channels_last (NHWC) memory format, and VitTrainer hands it NHWC
+    batches. cuDNN's NHWC kernels use the tensor cores without the NCHW<->NHWC transposes around each
+    convolution that NCHW costs in bf16/fp16; a patch-stem ViT has one convolution, and is left as it is."""
+    if device.type != "cuda" or getattr(model.config, "stem", "patch") != "conv":
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
+def plan_compilation(resolution, args) -> int:
+    """training.torch_compile: a known, small number of compiled graphs; returns it (and logs it).
+
+    torch.compile makes a graph per input shape. By default, at the second shape dynamo compiles one
+    dynamic-shape graph instead, whose generic kernels run slower than kernels specialized to fixed sizes,
+    and past `recompile_limit` (8) graphs it silently falls back to eager. So: static graphs only, for
+    the planned shapes: each training size (data.progressive_sizes) at the full batch and at an epoch's
+    smaller last batch, and the evaluation's (full and last batch)."""
+    import torch._dynamo
+
+    sizes = resolution.sizes if resolution is not None else (None,)
+    graphs = len(sizes) * (1 if args.dataloader_drop_last else 2) + 2
+    torch._dynamo.config.automatic_dynamic_shapes = False
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, graphs + 2)
+    shown = ", ".join(f"{size}px" for size in sizes) if resolution is not None else "one size"
+    logger.info("torch_compile: %d graphs planned, each compiled once: training (%s; an epoch's last, smaller "
+                "batch has its own) and evaluation (its last batch too)", graphs, shown)
+    return graphs
 
 
 def make_budget(recipe: Recipe, started_at: float, clock, checkpoint: str | None) -> TimeBudget | None:
@@ -145,7 +195,7 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
         "mixing": build_mixing(recipe.data, num_labels, label_smoothing),
         "resolution": build_resolution_schedule(
             recipe.data.progressive_start_size, recipe.data.progressive_ramp, prep.image_size,
-            getattr(model.config, "patch_size", 1),
+            getattr(model.config, "patch_size", 1), recipe.data.progressive_sizes,
         ),
         "layer_decay": recipe.extras.layer_decay,
         "eval_flip_tta": recipe.extras.eval_flip_tta,
@@ -268,7 +318,8 @@ def budget_callback(budget: TimeBudget, args, eval_images: int | None, model, tr
         pushes=args.push_to_hub,
     )
     epoch_images = len(train_set) if hasattr(train_set, "__len__") else None
-    return BudgetCallback(budget=budget, reserve=reserve, images_per_step=images_per_step, epoch_images=epoch_images)
+    return BudgetCallback(budget=budget, reserve=reserve, images_per_step=images_per_step, epoch_images=epoch_images,
+                          compiles=args.torch_compile)
 
 
 def calibrate_reserve(trainer, eval_set) -> None:

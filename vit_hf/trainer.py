@@ -28,6 +28,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer
@@ -64,6 +65,7 @@ class VitTrainer(Trainer):
         monitor: RunMonitor | None = None,
         layer_decay: float | None = None,
         eval_flip_tta: bool = False,
+        channels_last: bool = False,
         **kwargs,
     ):
         self.monitor = monitor  # read by log(), which the Trainer's __init__ may already call
@@ -76,7 +78,11 @@ class VitTrainer(Trainer):
         self.lr_shape = lr_shape
         self.layer_decay = layer_decay  # layer-wise learning-rate decay (optim.py); None = off
         self.eval_flip_tta = eval_flip_tta  # evaluate on the mean logits of each image and its mirror
+        # Batches in NHWC, for a model whose convolutions are (see train.use_channels_last).
+        self.channels_last = channels_last
         self._augment_generator: torch.Generator | None = None
+        self._augmented_step, self._micro_batch = -1, 0  # the micro-batch being augmented within its step
+        self._parameter_count: int | None = None  # for floating_point_ops
 
     # 1. Device-side augmentation -----------------------------------------------------------------
 
@@ -86,24 +92,33 @@ class VitTrainer(Trainer):
         if pixels is None or pixels.dtype != torch.uint8:
             return inputs
         if self.model.training and self.train_augment is not None:
-            generator = self._generator_for_step(pixels.device)
-            pixels = self.train_augment(pixels, generator)
+            seed = self._next_augment_seed()
+            pixels = self.train_augment(pixels, self._device_generator(pixels.device).manual_seed(seed))
             inputs = self._at_training_resolution(inputs, pixels)
             pixels = inputs["pixel_values"]
             if self.mixing is not None:
-                pixels, soft_targets = self.mixing(pixels, inputs["labels"], generator)
+                # Mixing draws its per-batch numbers on the host, from the same seed: no read from the device.
+                pixels, soft_targets = self.mixing(pixels, inputs["labels"], np.random.default_rng(seed))
                 inputs = {**inputs, "labels": soft_targets}
         elif self.eval_transform is not None:
             pixels = self.eval_transform(pixels)
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         return {**inputs, "pixel_values": pixels}
 
-    def _generator_for_step(self, device: torch.device) -> torch.Generator:
-        """A generator seeded by (seed, step, rank): augmentation is reproducible and resumes exactly."""
+    def _device_generator(self, device: torch.device) -> torch.Generator:
         if self._augment_generator is None or self._augment_generator.device != device:
             self._augment_generator = torch.Generator(device=device)
-        step = self.state.global_step * self.args.gradient_accumulation_steps
-        seed = (self.args.seed * 1_000_003 + step) * 64 + self.args.process_index
-        return self._augment_generator.manual_seed(seed % (2**63))
+        return self._augment_generator
+
+    def _next_augment_seed(self) -> int:
+        """A seed per (seed, micro-batch, rank): every micro-batch of an accumulated step is augmented
+        differently, the same run is augmented the same way, and a resumed run replays it from its step."""
+        step = self.state.global_step
+        self._micro_batch = self._micro_batch + 1 if step == self._augmented_step else 0
+        self._augmented_step = step
+        micro_batch = step * self.args.gradient_accumulation_steps + self._micro_batch
+        return ((self.args.seed * 1_000_003 + micro_batch) * 64 + self.args.process_index) % (2**63)
 
     def _at_training_resolution(self, inputs: dict[str, Any], pixels: torch.Tensor) -> dict[str, Any]:
         """Progressive resizing: the batch at the schedule's size; the ViT interpolates its position
@@ -149,6 +164,21 @@ class VitTrainer(Trainer):
             self.control.should_epoch_stop = True
         return batches, num_items
 
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """Training FLOPs of a micro-batch, for the Trainer's total_flos: 6 x parameters x tokens (Kaplan et al.
+        2020), a ViT's tokens being its patches and the CLS token.
+
+        The Trainer's own counts every pixel as a token, and walks the model's modules at every micro-batch
+        to count its parameters again; here they are counted once."""
+        pixels = inputs.get("pixel_values")
+        patch = getattr(self.model.config, "patch_size", None)
+        if pixels is None or not isinstance(patch, int):
+            return super().floating_point_ops(inputs)
+        if self._parameter_count is None:
+            self._parameter_count = sum(p.numel() for p in self.model.parameters())
+        tokens = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch) + 1
+        return 6 * self._parameter_count * tokens * pixels.shape[0]
+
     # 2. Budget-driven learning rate ----------------------------------------------------------------
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -192,11 +222,12 @@ class VitTrainer(Trainer):
     # 4. Bad updates never reach the weights (guards.py) ------------------------------------------------
 
     def _get_grad_norm(self, model, grad_norm=None):
+        # Called just before optimizer.step(): a non-finite update is dropped there (guards.py).
         grad_norm = super()._get_grad_norm(model, grad_norm)
         guard = nonfinite_guard_of(self)
-        if guard is not None and guard.check(grad_norm, loss_scaled=self.accelerator.scaler is not None):
-            # Called just before optimizer.step(): optimizers skip parameters without a gradient.
-            model.zero_grad(set_to_none=True)
+        if guard is not None:
+            optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # inside accelerate's wrapper
+            guard.check(grad_norm, optimizer, self.state.global_step + 1, loss_scaled=self.accelerator.scaler is not None)
         return grad_norm
 
     # 5. Hub failures do not cost the run (hub.py) -----------------------------------------------------

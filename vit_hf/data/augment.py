@@ -250,8 +250,12 @@ def affine(x: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor) -> torch.
 
 GEOMETRIC_OPS = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
 
+def _identity(x: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 _COLOR_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "identity": lambda x, strength: x,
+    "identity": _identity,
     "auto_contrast": lambda x, strength: auto_contrast(x),
     "equalize": lambda x, strength: equalize(x),
     "solarize": lambda x, strength: solarize(x, MAX_VALUE - strength),
@@ -330,15 +334,27 @@ def _geometric_ops(x: torch.Tensor, strength: torch.Tensor, op_index: torch.Tens
     return affine(x, matrix, shift)
 
 
-def one_op_per_sample(x: torch.Tensor, op_index: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+def one_op_per_sample(
+    x: torch.Tensor, op_index: torch.Tensor, strength: torch.Tensor, grouped: bool | None = None
+) -> torch.Tensor:
     """Apply AUGMENT_OPS[op_index[i]] at strength[i] (in that op's unit, see above) to sample i.
 
-    Samples are grouped by op (argsort) so that each op runs once, on the rows that chose it: the call
-    costs about one op per sample, plus one device-to-host sync (the group sizes). The geometric ops
-    form one group, resampled once.
+    Two ways to the same result. `grouped` (the default on a CPU): samples are sorted by op so that each
+    op runs once, on the rows that chose it, which costs about one op per sample but needs the group
+    sizes on the host. Masked (the default on an accelerator): every op runs on the whole batch and each
+    sample keeps its own op's output, which costs ~10 ops per sample but never reads the device, where a
+    read would make the host wait for the GPU to drain (and a GPU has the arithmetic to spare). The
+    geometric ops share one affine resampling either way.
     """
+    if grouped is None:
+        grouped = x.device.type == "cpu"
+    return _grouped_ops(x, op_index, strength) if grouped else _masked_ops(x, op_index, strength)
+
+
+def _grouped_ops(x: torch.Tensor, op_index: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
     order = op_index.argsort()
-    counts = torch.bincount(op_index, minlength=len(AUGMENT_OPS)).tolist()
+    # The group sizes, read on the host: numpy(), as this path only runs on CPU tensors (sync_check.py).
+    counts = torch.bincount(op_index, minlength=len(AUGMENT_OPS)).numpy().tolist()
     sizes = [sum(counts[: len(GEOMETRIC_OPS)]), *counts[len(GEOMETRIC_OPS) :]]
     groups = order.split(sizes)
     kernels = [functools.partial(_geometric_ops, op_index=op_index[groups[0]]), *_COLOR_OPS.values()]
@@ -346,6 +362,15 @@ def one_op_per_sample(x: torch.Tensor, op_index: torch.Tensor, strength: torch.T
     for kernel, rows in zip(kernels, groups):
         if len(rows):
             out[rows] = kernel(x[rows], strength[rows])
+    return out
+
+
+def _masked_ops(x: torch.Tensor, op_index: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    geometric = _per_sample(op_index < len(GEOMETRIC_OPS))
+    out = torch.where(geometric, _geometric_ops(x, strength, op_index), x)
+    for index, kernel in enumerate(_COLOR_OPS.values(), start=len(GEOMETRIC_OPS)):
+        if kernel is not _identity:
+            out = torch.where(_per_sample(op_index == index), kernel(x, strength), out)
     return out
 
 

@@ -9,7 +9,7 @@ Mixing runs on the normalized batch, after `BatchTransform`: normalization is af
 blend or a pasted box is the same before or after it.
 
     mixing = build_mixing(cfg.data, num_labels, label_smoothing)   # None when both alphas are 0
-    pixels, soft_targets = mixing(pixels, labels, generator)       # soft_targets: float32 [B, num_labels]
+    pixels, soft_targets = mixing(pixels, labels, rng)             # rng: numpy; soft_targets: float32 [B, num_labels]
 """
 
 from __future__ import annotations
@@ -32,16 +32,6 @@ def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.
     off = smoothing / num_classes
     targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
     return targets.scatter_(1, labels.long().view(-1, 1), 1 - smoothing + off)
-
-
-def _host_rng(generator: torch.Generator) -> np.random.Generator:
-    """A NumPy generator seeded from `generator`, for the few per-batch draws.
-
-    They are host scalars (timm draws them with NumPy too: the box is a slice), and torch has no Beta
-    sampler that takes a generator. int() is the one device-to-host sync of a mixed batch.
-    """
-    seed = torch.randint(2**62, (1,), device=generator.device, generator=generator)
-    return np.random.default_rng(int(seed))
 
 
 def _cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator) -> Box:
@@ -96,9 +86,12 @@ def mix_batch(
     switch_prob: float = 0.5,
     label_smoothing: float = 0.0,
     *,
-    generator: torch.Generator,
+    rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or CutMix the batch with its mirror: (x mixed, soft targets float32 [B, num_classes]).
+
+    `rng` draws the few per-batch numbers on the host, as timm does with NumPy: lambda and the box are
+    Python numbers, so the box is a plain slice and nothing is read back from the device (a GPU sync).
 
     With probability `prob` the batch is mixed: by CutMix with probability `switch_prob` when both alphas
     are > 0 (else by whichever is on), lambda ~ Beta(alpha, alpha). Targets are
@@ -106,7 +99,7 @@ def mix_batch(
     pasted area for CutMix. An unmixed batch still gets smoothed one-hot targets. An odd batch is fine:
     its middle sample is its own partner (timm asserts an even batch only for its other modes).
     """
-    lam, box = _draw_batch_mix(*x.shape[-2:], mixup_alpha, cutmix_alpha, prob, switch_prob, _host_rng(generator))
+    lam, box = _draw_batch_mix(*x.shape[-2:], mixup_alpha, cutmix_alpha, prob, switch_prob, rng)
     targets = smooth_one_hot(labels, num_classes, label_smoothing)
     return _mix_pixels(x, lam, box), torch.lerp(targets.flip(0), targets, lam)
 
@@ -140,9 +133,9 @@ class Mixing:
     label_smoothing: float = 0.0
 
     def __call__(
-        self, pixels: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+        self, pixels: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return mix_batch(pixels, labels, **dataclasses.asdict(self), generator=generator)
+        return mix_batch(pixels, labels, **dataclasses.asdict(self), rng=rng)
 
 
 def build_mixing(cfg: DataConfig, num_labels: int, label_smoothing: float = 0.0) -> Mixing | None:
