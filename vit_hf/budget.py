@@ -33,7 +33,7 @@ import torch
 from transformers import TrainerCallback
 
 from .durations import format_duration
-from .sync import agree, device_of
+from .sync import AGREE_EVERY, agree, device_of, is_agreement_step
 
 logger = logging.getLogger(__name__)
 
@@ -257,13 +257,17 @@ class BudgetCallback(TrainerCallback):
     _steps_timed: int = 0
     _last_step: int | None = None  # the step the budget ends training at, once known
     _announced: bool = False
+    _agreed: tuple[int, float, float] = (0, 0.0, 0.0)  # (step, progress, progress per step) agreed by the ranks
+    _no_eval: bool = False  # the ranks agreed to skip this step's evaluation
 
     def on_train_begin(self, args, state, control, **kwargs):
         now = self._train_begin = self.budget.spent()
         if self.budget.train_start is None:
             self.budget.train_start = now
         self._update_reserve()
-        self.budget.progress = self.budget.progress_at(now)
+        (progress,), _ = agree([self.budget.progress_at(now)], [], device_of(args))  # one LR on every rank
+        self._agreed = (state.global_step, progress, 0.0)
+        self.budget.progress = progress
         self._warn_if_the_final_phase_dominates(now)
         logger.info(
             "budget %s: %s spent, %s left at the start of training, %s kept for the final evaluation and save",
@@ -292,19 +296,53 @@ class BudgetCallback(TrainerCallback):
         self._time_step(now)
         self._update_reserve()
         self._announce_fit(state)
-        step_seconds = self.budget.step_seconds
-        lookahead = self.budget.progress_at(now + 2 * step_seconds)
-        ending = self._last_step is None and self.budget.progress_at(now + 3 * step_seconds) >= 1.0
+        step = state.global_step
         skip_eval = control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at
-        (progress, end_now, no_eval), _ = agree([lookahead, float(ending), float(skip_eval)], [], device_of(args))
-        if end_now:
-            self._last_step = state.global_step + 2
-        self.budget.progress = 1.0 if self._last_step is not None else progress
-        if no_eval:
+        if is_agreement_step(step):
+            self._agree_on_the_coming_steps(args, step, now, skip_eval)
+        elif control.should_evaluate:  # the same step on every rank (evaluation steps are counted)
+            (self._no_eval,), _ = agree([float(skip_eval)], [], device_of(args))
+        self.budget.progress = self._progress_at_step(step)
+        if self._no_eval and control.should_evaluate:
             self._skip_evaluation(control, state)
-        if self._last_step is not None and state.global_step >= self._last_step:
+        if self._last_step is not None and step >= self._last_step:
             self._stop(control, state)
         self._phase_start = now
+
+    def _agree_on_the_coming_steps(self, args, step: int, now: float, skip_eval: bool) -> None:
+        """Rank 0's progress (two steps ahead: see the class docstring), its rate per step, the step training
+        ends at when that falls before the next agreement, and whether to skip this step's evaluation.
+
+        Training ends at the first step whose end is within three steps of stop_training_at, two steps later:
+        without DDP the check runs at every step, with it once per AGREE_EVERY steps, for all of them."""
+        step_seconds = self.budget.step_seconds
+        span = self.budget.stop_training_at - (self.budget.train_start or 0.0) - self.budget.paused
+        per_step = step_seconds / span if span > 0 else 0.0
+        last_step = -1.0
+        if self._last_step is None and step_seconds > 0:
+            steps_left = max(0, math.ceil((self.budget.stop_training_at - now) / step_seconds) - 3)
+            if steps_left < self._window(step):
+                last_step = float(step + steps_left + 2)
+        elif self._last_step is None and self.budget.progress_at(now) >= 1.0:
+            last_step = float(step + 2)  # no step time yet, and no training time left
+        values = [self.budget.progress_at(now + 2 * step_seconds), per_step, last_step, float(skip_eval)]
+        (progress, per_step, last_step, no_eval), _ = agree(values, [], device_of(args))
+        self._agreed = (step, progress, per_step)
+        self._no_eval = bool(no_eval)
+        if last_step >= 0 and self._last_step is None:
+            self._last_step = int(last_step)
+
+    def _window(self, step: int) -> int:
+        """Steps until the next agreement."""
+        return next(n for n in range(1, AGREE_EVERY + 1) if is_agreement_step(step + n))
+
+    def _progress_at_step(self, step: int) -> float:
+        """The progress the scheduler reads for the rate that step + 2 uses: 1 for the last step, else the
+        agreed progress moved on by the agreed rate per step (the same on every rank)."""
+        if self._last_step is not None and step >= self._last_step - 2:
+            return 1.0
+        agreed_step, progress, per_step = self._agreed
+        return min(1.0, progress + (step - agreed_step) * per_step)
 
     def on_evaluate(self, args, state, control, **kwargs):
         if self._phase_start is not None:
@@ -319,10 +357,11 @@ class BudgetCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         now = self.budget.spent()
-        skip_eval = control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at
-        (no_eval,), _ = agree([float(skip_eval)], [], device_of(args))
-        if no_eval:
-            self._skip_evaluation(control, state)
+        if control.should_evaluate:
+            skip_eval = now + self._eval_estimate() >= self.budget.stop_training_at
+            (no_eval,), _ = agree([float(skip_eval)], [], device_of(args))
+            if no_eval:
+                self._skip_evaluation(control, state)
         if self.stopped_by_budget:
             control.should_evaluate = False  # the run's final evaluation is next
             control.should_save = False

@@ -23,7 +23,7 @@ from typing import Callable
 from transformers import TrainerCallback
 
 from .errors import RecipeError
-from .sync import agree, device_of
+from .sync import agree, device_of, is_agreement_step
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,8 @@ class CheckpointCallback(TrainerCallback):
         self._last_save = self.clock()
 
     def on_step_end(self, args, state, control, **kwargs):
+        if not is_agreement_step(state.global_step):  # DDP: decided every few steps (sync.py)
+            return
         due = self.save_every is not None and self.clock() - self._last_save >= self.save_every
         (save,), (stop,) = agree([float(due)], [self.stop_requested()], device_of(args))
         if save:

@@ -2,7 +2,7 @@
 
 Time-based decisions (stop now, save now, skip this evaluation) and the schedule's progress come
 from the clock of each process; ranks whose clocks disagree by a millisecond would stop on
-different steps and hang in the next collective. One all-reduce per step settles it.
+different steps and hang in the next collective. One all-reduce every AGREE_EVERY steps settles it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,18 @@ import torch
 from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
+
+
+# In DDP the ranks settle their time-based decisions (stop, save, skip an evaluation, the schedule's
+# progress) at every AGREE_EVERY-th step, and at the first two: each agreement is a collective that the
+# host waits for, which drains the GPU's queue. Between them every rank computes the same values from
+# the last agreement. One process agrees with itself at every step, for free.
+AGREE_EVERY = 16
+
+
+def is_agreement_step(step: int) -> bool:
+    """Whether the ranks agree at the end of global step `step` (every step without DDP)."""
+    return world_size() == 1 or step <= 2 or step % AGREE_EVERY == 0
 
 
 def device_of(args) -> torch.device | str:
