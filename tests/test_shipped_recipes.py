@@ -17,7 +17,7 @@ from vit_hf.recipe import load_recipe
 from vit_hf.run import main
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
-HEADER_FIELDS = ("Command:", "Hardware:", "Expected:")
+HEADER_FIELDS = ("Command:", "Hardware:", "Expected:", "Saves:")
 
 
 def header(path: Path) -> str:
