@@ -403,6 +403,7 @@ def finish(trainer, args, monitor) -> dict[str, float]:
     from .report import format_summary
     from .saving import guarded_final_save
 
+    final_phase_start = time.monotonic()
     # predict(), not evaluate(): the same metrics, and the predictions for the per-class breakdown.
     output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     metrics = output.metrics
@@ -420,6 +421,10 @@ def finish(trainer, args, monitor) -> dict[str, float]:
         if args.should_save:
             write_curves(args.output_dir)
             write_model_card(args.output_dir)
+    if trainer.budget is not None:
+        logger.info("budget: the final evaluation and save took %.1f s (%.1f s were kept for them); %.1f s of the "
+                    "budget left", time.monotonic() - final_phase_start, trainer.budget.reserve,
+                    trainer.budget.remaining())
     logger.info("\n%s", format_summary(metrics, trainer.state, monitor.timing, args.output_dir, trainer.budget))
     if args.push_to_hub:
         hub.push_at_end(trainer, trainer.budget)
