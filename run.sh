@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's commands.
 #   ./run.sh                          create .venv if missing, install, train the offline demo (digits)
-#   ./run.sh test [pytest args]       install the test extra, run the test suite
+#   ./run.sh test [pytest args]       install the test extra, lint (ruff), run the whole test suite (what CI runs)
+#   ./run.sh test-fast [pytest args]  the same without the slow whole-run tests (tests/e2e/, marked slow)
 #   ./run.sh RECIPE.yaml [--section.key value ...]   run any recipe
 # PYTHON picks the interpreter for a new .venv (default python3); VENV its folder (default .venv).
 set -euo pipefail
@@ -23,12 +24,18 @@ ensure_venv
 case "${1:-demo}" in
   demo)
     install demo
-    "$VENV/bin/python" -m vit_hf.demo data/digits
+    "$VENV/bin/python" -m vit_hf.data.demo data/digits
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 "$VENV/bin/python" -m vit_hf.run recipes/demo_digits.yaml "${@:2}"
     ;;
   test)
     install test
+    "$VENV/bin/ruff" check .
     "$VENV/bin/python" -m pytest -q "${@:2}"
+    ;;
+  test-fast)
+    install test
+    "$VENV/bin/ruff" check .
+    "$VENV/bin/python" -m pytest -q -m "not slow and not gpu" "${@:2}"
     ;;
   *)
     install demo

@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from vit_hf.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
-from vit_hf.data.augment import build_train_augment
-from vit_hf.data.mixing import build_mixing
+from vit_hf.augment.mixing import build_mixing
+from vit_hf.augment.transform import build_train_augment
+from vit_hf.recipe.schema import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 
 CIFAR = DataConfig(crop="pad", pad=4, hflip=0.5)
 RRC = DataConfig(crop="random_resized", hflip=0.5)

@@ -4,7 +4,8 @@
         [--dataset ../shared/datasets/cifar10] [--python .venv/bin/python]
 
 (1) vit_hf: `python -m vit_hf.run RECIPE --budget.time BUDGET` (the whole process inside the budget).
-(2) baseline: the same model (the recipe's ViTConfig and model options, conv stem included) trained for the same wall time by the
+(2) baseline: the same model (the recipe's ViTConfig and model options, conv stem included) trained for the same
+    wall time by the
     transformers image-classification example's recipe: per-image PIL transforms in `set_transform`
     (RandomResizedCrop, flip, normalize; eval: resize + center crop), Trainer defaults (AdamW,
     lr 5e-5, batch 8, no warmup, dataloader_num_workers 0), and a step-based cosine schedule sized for
@@ -64,12 +65,12 @@ def run_baseline(recipe_path: str, dataset: str, budget: int, out: Path) -> tupl
     from data_throughput import hf_example_transform
     from transformers import Trainer, TrainingArguments
 
-    from vit_hf.config import DataConfig
     from vit_hf.data.decode import decode_image
     from vit_hf.data.sources import load_splits
-    from vit_hf.metrics import compute_metrics, top_k_predictions
-    from vit_hf.models import build_model
-    from vit_hf.recipe import load_recipe
+    from vit_hf.modeling.build import build_model
+    from vit_hf.recipe.load import load_recipe
+    from vit_hf.recipe.schema import DataConfig
+    from vit_hf.training.metrics import compute_metrics, top_k_predictions
 
     started = time.monotonic()
     recipe = load_recipe(recipe_path, ["--data.dataset", dataset])

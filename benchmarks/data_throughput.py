@@ -6,7 +6,7 @@
     transforms in `set_transform` (RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize;
     written with PIL and numpy here, since torchvision is not a dependency) and the Trainer's
     default loader (dataloader_num_workers=0).
-(b) vit_hf: each loader over the decode-once cache, batches through VitTrainer._prepare_inputs
+(b) vit_hf: each loader over the decode-once cache, batches through VitTrainer.training_inputs
     (batched random-resized-crop + flip + normalize on the training device).
 
 All paths run in one process, one after the other, on the same split: compare the ratios (this
@@ -32,14 +32,15 @@ sys.path.insert(0, str(ROOT))
 
 from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification  # noqa: E402
 
-from vit_hf.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig  # noqa: E402
-from vit_hf.data.augment import build_eval_transform, build_train_augment  # noqa: E402
+from vit_hf.augment.transform import build_eval_transform, build_train_augment  # noqa: E402
 from vit_hf.data.decode import to_rgb  # noqa: E402
 from vit_hf.data.loaders import batch_collator  # noqa: E402
 from vit_hf.data.pipeline import plan_loader, prepare  # noqa: E402
 from vit_hf.data.sources import load_splits  # noqa: E402
-from vit_hf.train import with_loader_settings  # noqa: E402
-from vit_hf.trainer import VitTrainer  # noqa: E402
+from vit_hf.recipe.schema import IMAGENET_MEAN, IMAGENET_STD, DataConfig  # noqa: E402
+from vit_hf.training.batches import RunOptions  # noqa: E402
+from vit_hf.training.build import with_loader_settings  # noqa: E402
+from vit_hf.training.trainer import VitTrainer  # noqa: E402
 
 SIZE, BATCH = 32, 256
 
@@ -83,11 +84,11 @@ def images_per_second(trainer: Trainer, batches: int) -> float:
     loader = iter(trainer.get_train_dataloader())
     trainer.model.train()
     for _ in range(2):
-        trainer._prepare_inputs(next(loader))
+        trainer.training_inputs(next(loader))
     _sync()
     start, seen = time.perf_counter(), 0
     for _ in range(batches):
-        seen += len(trainer._prepare_inputs(next(loader))["pixel_values"])
+        seen += len(trainer.training_inputs(next(loader))["pixel_values"])
     _sync()
     return seen / (time.perf_counter() - start)
 
@@ -119,8 +120,9 @@ def main() -> None:
         training_args = with_loader_settings(training_args, choice.settings)
         prepared = prepare(data, splits, SIZE, 1.0, choice, training_args)
         trainer = VitTrainer(model=tiny_model(), args=training_args, train_dataset=prepared.train,
-                             data_collator=batch_collator, train_augment=augment,
-                             eval_transform=build_eval_transform(IMAGENET_MEAN, IMAGENET_STD))
+                             data_collator=batch_collator,
+                             options=RunOptions(train_augment=augment,
+                                                eval_transform=build_eval_transform(IMAGENET_MEAN, IMAGENET_STD)))
         results[f"vit_hf {loader} ({training_args.dataloader_num_workers} workers)"] = images_per_second(
             trainer, args.batches)
 

@@ -24,16 +24,18 @@ sys.path.insert(0, str(ROOT))
 
 from transformers import TrainerCallback, TrainingArguments, ViTConfig, ViTForImageClassification  # noqa: E402
 
-from vit_hf.config import DataConfig  # noqa: E402
-from vit_hf.data.augment import build_eval_transform, build_train_augment  # noqa: E402
+from vit_hf.augment.transform import build_eval_transform, build_train_augment  # noqa: E402
 from vit_hf.data.loaders import UInt8Images, batch_collator  # noqa: E402
 from vit_hf.data.pipeline import plan_loader, prepare  # noqa: E402
 from vit_hf.data.sources import load_splits  # noqa: E402
-from vit_hf.train import with_loader_settings  # noqa: E402
-from vit_hf.trainer import VitTrainer  # noqa: E402
+from vit_hf.recipe.schema import DataConfig  # noqa: E402
+from vit_hf.training.batches import RunOptions  # noqa: E402
+from vit_hf.training.build import with_loader_settings  # noqa: E402
+from vit_hf.training.trainer import VitTrainer  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
-MODELS = {  # "tiny": ViT-Tiny/4 (the cifar10_tiny recipe's transformer, patch stem); "cpu": small enough to time on a 2-core CPU
+# "tiny": ViT-Tiny/4 (the cifar10_tiny recipe's transformer, patch stem); "cpu": small enough to time on a 2-core CPU
+MODELS = {
     "tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768),
     "cpu": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768),
 }
@@ -65,13 +67,14 @@ class SyntheticOnDevice(UInt8Images):
         return {"pixel_values": self.pixels, "labels": self.labels}
 
 
-def images_per_second(train_set, args: TrainingArguments, model_fields: dict, augment, steps: int, warmup: int) -> float:
+def images_per_second(train_set, args: TrainingArguments, model_fields: dict, augment, steps: int,
+                      warmup: int) -> float:
     config = ViTConfig(image_size=32, patch_size=4, num_labels=10, **model_fields)
     config._attn_implementation = "sdpa" if torch.cuda.is_available() else "eager"
     timer = StepTimer(warmup)
     trainer = VitTrainer(model=ViTForImageClassification(config), args=args, train_dataset=train_set,
-                         data_collator=batch_collator, train_augment=augment, callbacks=[timer],
-                         eval_transform=build_eval_transform(MEAN, STD))
+                         data_collator=batch_collator, callbacks=[timer],
+                         options=RunOptions(train_augment=augment, eval_transform=build_eval_transform(MEAN, STD)))
     trainer.train()
     span = timer.times[-1] - timer.times[0]
     return (len(timer.times) - 1) * args.per_device_train_batch_size / span
@@ -88,7 +91,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true")
     opts = parser.parse_args()
 
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="train_throughput_"), max_steps=opts.warmup + opts.steps,
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="train_throughput_"),
+                             max_steps=opts.warmup + opts.steps,
                              per_device_train_batch_size=opts.batch, learning_rate=1e-3, bf16=opts.bf16,
                              use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
                              logging_steps=10_000, remove_unused_columns=False, disable_tqdm=True)

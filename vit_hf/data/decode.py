@@ -1,17 +1,6 @@
 """Pixels: one image at a time to uint8 RGB `[3, size, size]`, with the geometry of the saved image processor.
 
-    train_set = attach_decoding(splits.train, size, crop_pct)   # items: {"pixel_values": uint8 [3,S,S], "labels": int}
-    processor = image_processor_for(size, crop_pct, mean, std)  # saved with the model, for pipeline()
-
-No augmentation and no normalization here: both run batched on the training device (augment.py).
-decode_image and the image processor make the same pixels (resize the shorter side to
-round(size / crop_pct) with PIL bicubic, center-crop size x size), so `pipeline("image-classification")`
-sees what evaluation saw.
-
-Bad input never ends a run: an image that cannot be decoded (truncated, empty, not an image, a
-decompression bomb) raises `BadImage` naming its file, and `attach_decoding` skips it (data.on_bad_image:
-skip, logged) or stops with that error (raise). For that, datasets must not decode for us: its own
-decoding raises before our code sees the bytes, so the image column is read undecoded (`undecoded`).
+Details: docs/DESIGN.md, "Decoding".
 """
 
 from __future__ import annotations
@@ -24,6 +13,8 @@ import datasets
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from transformers import BitImageProcessorPil
+from transformers.image_utils import PILImageResampling
 
 from ..errors import DataError
 
@@ -230,9 +221,6 @@ def image_processor_for(size: int, crop_pct: float, mean: Sequence[float], std: 
     BitImageProcessorPil: the PIL backend of BitImageProcessor (transformers 5), whose resize is
     decode_image's. It saves as image_processor_type "BitImageProcessor", so AutoImageProcessor
     loads the torchvision backend where torchvision is installed, else this one."""
-    from transformers import BitImageProcessorPil
-    from transformers.image_utils import PILImageResampling
-
     return BitImageProcessorPil(
         do_convert_rgb=True,
         do_resize=True,

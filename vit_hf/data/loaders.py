@@ -73,7 +73,8 @@ def _chunk_array(chunk, shape) -> np.ndarray:
     # Array3D is an extension type over nested lists: flattening them reaches the uint8 buffer,
     # which numpy then views without a copy (the Arrow file is memory-mapped).
     values = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
-    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type) or pa.types.is_large_list(values.type):
+    lists = (pa.types.is_list, pa.types.is_fixed_size_list, pa.types.is_large_list)
+    while any(is_list(values.type) for is_list in lists):
         values = values.flatten()
     return values.to_numpy(zero_copy_only=True).reshape(len(chunk), *shape)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import datasets
 import torch
 
-from ..config import DataConfig
+from ..recipe.schema import DataConfig
 from .cache import cache_uint8
 from .decode import attach_decoding
 from .loaders import LoaderChoice, LoaderRequest, choose_loader, make_store

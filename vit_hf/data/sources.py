@@ -14,50 +14,38 @@ Pixels are decode.py's job.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from ..config import DataConfig
 from ..errors import DataError
+from ..recipe.schema import DataConfig
+from .splits import UNDECODED, SplitData, Splits, class_subset, features
+from .streaming import shape_stream
 
 logger = logging.getLogger(__name__)
 
-SplitData = datasets.Dataset | datasets.IterableDataset  # map-style, or streamed
-
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+
+
 IMAGE_COLUMN_NAMES = ("image", "img")
+
+
 LABEL_COLUMN_NAMES = ("label", "labels", "fine_label", "class")
+
+
 ACCEPTED_LAYOUTS = (
     "a Hub dataset id (uoft-cs/cifar10), or a local folder holding parquet or arrow files "
     "(data/train-00000-of-00001.parquet), an imagefolder (train/<class>/<image> or <class>/<image>), "
     "or the output of save_to_disk"
 )
+
+
 # A save_to_disk folder streamed: shards let data-loader workers share the reading (workers beyond
 # num_shards sit idle), and 64 covers the CPU count of one GPU node.
 SAVED_STREAM_SHARDS = 64
-# The image column as datasets stores it, {"bytes", "path"}: decoding is decode.py's, guarded against
-# bad files. datasets' own decoding would raise at the first one, before any of our code sees it.
-UNDECODED = datasets.Image(decode=False)
-
-
-@dataclass
-class Splits:
-    train: SplitData | None  # None when load_splits(need_train=False)
-    eval: SplitData
-    label_names: list[str]  # index i = label id i, in both splits
-    # Images in the eval split when known: its length, or for a stream what its split info and
-    # data.max_eval_samples say (at most). None: a stream of unknown length.
-    eval_images: int | None = None
-
-    def __post_init__(self):
-        if self.eval_images is None and isinstance(self.eval, datasets.Dataset):
-            self.eval_images = len(self.eval)
 
 
 def load_splits(cfg: DataConfig, seed: int, need_train: bool = True) -> Splits:
@@ -69,13 +57,10 @@ def load_splits(cfg: DataConfig, seed: int, need_train: bool = True) -> Splits:
         )
     train, eval_ = _pick_splits(cfg, _open_dataset(cfg), need_train)
     columns = _pick_columns(cfg, [ds for ds in (train, eval_) if ds is not None])
-    shape = _shape_stream if cfg.streaming else _shape_map_style
+    shape = shape_stream if cfg.streaming else _shape_map_style
     splits = shape(cfg, seed, train, eval_, columns, need_train)
     _log_summary(splits)
     return splits
-
-
-# --- Opening the source ---------------------------------------------------------------------------
 
 
 def _open_dataset(cfg: DataConfig) -> dict[str, SplitData]:
@@ -120,9 +105,6 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
 
 
-# --- Splits and columns ---------------------------------------------------------------------------
-
-
 def _pick_splits(
     cfg: DataConfig, available: dict[str, SplitData], need_train: bool
 ) -> tuple[SplitData | None, SplitData | None]:
@@ -143,28 +125,19 @@ def _pick_splits(
 
 def _pick_columns(cfg: DataConfig, splits: list[SplitData]) -> tuple[str, str]:
     """(image column, label column), as the recipe names them or found by name and feature type."""
-    features = _features(splits[0])
+    first = features(splits[0])
     image = cfg.image_column or _detect_column(
-        features, IMAGE_COLUMN_NAMES, datasets.Image, "data.image_column", "an Image feature"
+        first, IMAGE_COLUMN_NAMES, datasets.Image, "data.image_column", "an Image feature"
     )
     label = cfg.label_column or _detect_column(
-        features, LABEL_COLUMN_NAMES, datasets.ClassLabel, "data.label_column", "a ClassLabel feature"
+        first, LABEL_COLUMN_NAMES, datasets.ClassLabel, "data.label_column", "a ClassLabel feature"
     )
     for ds in splits:
         for key, column in (("data.image_column", image), ("data.label_column", label)):
-            if column not in _features(ds):
-                columns = list(_features(ds))
+            if column not in features(ds):
+                columns = list(features(ds))
                 raise DataError(f"{key}: no column {column!r} in split {ds.split}; its columns are {columns}")
     return image, label
-
-
-def _features(ds: SplitData) -> datasets.Features:
-    if ds.features is None:
-        raise DataError(
-            f"split {ds.split} declares no features (column types), so its image and label columns cannot be "
-            "found; load it map-style (data.streaming: false)"
-        )
-    return ds.features
 
 
 def _detect_column(features: datasets.Features, names: tuple[str, ...], kind: type, key: str, kind_text: str) -> str:
@@ -192,9 +165,6 @@ def _size_text(ds: SplitData | None) -> str:
     return f"{len(ds)} images" if isinstance(ds, datasets.Dataset) else "streamed"
 
 
-# --- Map-style: index arithmetic on the label column ----------------------------------------------
-
-
 def _shape_map_style(
     cfg: DataConfig,
     seed: int,
@@ -205,7 +175,7 @@ def _shape_map_style(
 ) -> Splits:
     parts = {name: _image_and_label(ds, *columns) for name, ds in (("train", train), ("eval", eval_)) if ds is not None}
     names, ids = _encode_labels(parts)
-    names, old_to_new = _class_subset(cfg.classes, names)
+    names, old_to_new = class_subset(cfg.classes, names)
     parts = {name: _relabel(ds, old_to_new[ids[name]], names) for name, ds in parts.items()}
     if "eval" not in parts:
         parts["train"], parts["eval"] = _carve_eval(parts["train"], cfg.validation_size, seed)
@@ -253,25 +223,6 @@ def _check_labelled(labels: dict[str, np.ndarray]) -> None:
                 f"the {split} split has {(values < 0).sum()} rows without a label (-1); choose another "
                 "data.train_split / data.eval_split"
             )
-
-
-def _class_subset(classes: list[str] | int | None, names: list[str]) -> tuple[list[str], np.ndarray]:
-    """(kept names in the recipe's order, old id -> new id with -1 for dropped classes)."""
-    if classes is None:
-        return names, np.arange(len(names))
-    if isinstance(classes, int):
-        if not 1 <= classes <= len(names):
-            raise DataError(f"data.classes={classes}: the dataset has {len(names)} classes; give 1..{len(names)}")
-        keep = list(range(classes))
-    else:
-        index = {name: i for i, name in enumerate(names)}
-        unknown = [name for name in map(str, classes) if name not in index]
-        if unknown:
-            raise DataError(f"data.classes: unknown class names {unknown[:5]}; valid names include {names[:8]}")
-        keep = [index[str(name)] for name in classes]
-    old_to_new = np.full(len(names), -1)
-    old_to_new[keep] = np.arange(len(keep))
-    return [names[i] for i in keep], old_to_new
 
 
 def _relabel(ds: datasets.Dataset, ids: np.ndarray, names: list[str]) -> datasets.Dataset:
@@ -341,125 +292,3 @@ def _shuffled_head(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.D
         return ds
     chosen = np.random.default_rng(seed).permutation(len(ds))[:n]
     return ds.select(np.sort(chosen), keep_in_memory=True)
-
-
-# --- Streaming: lazy steps on the stream ----------------------------------------------------------
-
-
-def _shape_stream(
-    cfg: DataConfig,
-    seed: int,
-    train: SplitData | None,
-    eval_: SplitData | None,
-    columns: tuple[str, str],
-    need_train: bool,
-) -> Splits:
-    names = _stream_label_names([ds for ds in (train, eval_) if ds is not None], columns[1])
-    names, old_to_new = _class_subset(cfg.classes, names)
-    parts = {
-        name: _image_and_label_stream(ds, *columns, old_to_new, names)
-        for name, ds in (("train", train), ("eval", eval_))
-        if ds is not None
-    }
-    eval_images = _stream_length(eval_, cfg.eval_split) if eval_ is not None else None
-    if "eval" not in parts:
-        parts["train"], parts["eval"] = _hold_out_stream(parts["train"], cfg, seed)
-        train_images = _stream_length(train, cfg.train_split)
-        eval_images = round(_holdout_fraction(train, cfg) * train_images) if train_images else None
-    if (old_to_new < 0).any():
-        eval_images = None  # a class subset of a stream: how many images remain is unknown until read
-    if cfg.max_eval_samples is not None:
-        eval_images = min(eval_images or cfg.max_eval_samples, cfg.max_eval_samples)
-    train = _head(parts["train"], cfg.max_train_samples) if need_train else None
-    return Splits(train, _head(parts["eval"], cfg.max_eval_samples), names, eval_images)
-
-
-def _stream_length(ds: datasets.IterableDataset, name: str | None) -> int | None:
-    """The number of examples the stream's split info declares (datasets' README metadata), if any."""
-    info = (ds.info.splits or {}).get(name or ds.split) if ds.info is not None else None
-    return info.num_examples if info is not None and info.num_examples else None
-
-
-def _stream_label_names(splits: list[datasets.IterableDataset], label: str) -> list[str]:
-    """A stream cannot be scanned up front for its label values: it must declare a ClassLabel."""
-    features = [_features(ds)[label] for ds in splits]
-    if not isinstance(features[0], datasets.ClassLabel):
-        raise DataError(
-            f"data.label_column {label!r} is {features[0]}, not a ClassLabel: a stream cannot be scanned for its "
-            "class names. Set data.streaming: false, or give the dataset a ClassLabel feature "
-            "(ds.cast_column(label, ClassLabel(names=...)))"
-        )
-    if any(feature != features[0] for feature in features):
-        raise DataError(f"the splits' label columns name different classes: {features}; give them one ClassLabel")
-    return list(features[0].names)
-
-
-def _image_and_label_stream(
-    ds: datasets.IterableDataset, image: str, label: str, old_to_new: np.ndarray, names: list[str]
-) -> datasets.IterableDataset:
-    """The stream as columns `image` and `label` (relabelled, dropped classes filtered out).
-
-    One map does the renaming: the stream's rename_column decodes every image twice (datasets 5.2).
-    Undecoded from the first step on: any step that decoded would raise at the first bad image."""
-    ds = ds.cast_column(image, UNDECODED)
-    if (old_to_new < 0).any():
-        ds = ds.filter(partial(_is_kept, old_to_new=old_to_new), input_columns=[label])
-    features = datasets.Features({"image": UNDECODED, "label": datasets.ClassLabel(names=names)})
-    to_row = partial(_stream_row, image=image, label=label, old_to_new=old_to_new)
-    return ds.map(to_row, remove_columns=list(ds.features), features=features)
-
-
-def _is_kept(label: int, old_to_new: np.ndarray) -> bool:
-    return old_to_new[label] >= 0
-
-
-def _stream_row(example: dict, image: str, label: str, old_to_new: np.ndarray) -> dict:
-    return {"image": example[image], "label": int(old_to_new[example[label]])}
-
-
-def _hold_out_stream(
-    train: datasets.IterableDataset, cfg: DataConfig, seed: int
-) -> tuple[datasets.IterableDataset, datasets.IterableDataset]:
-    """(train, eval) from one stream, split by a seeded hash of each image (its encoded bytes, or its path).
-
-    take/skip on a shuffled stream would leak: set_epoch reshuffles, and each data-loader worker
-    skips its own share, so the skipped images differ between the train and eval loaders. A hash
-    puts an image on the same side whatever the order, epoch or worker count."""
-    fraction = _holdout_fraction(train, cfg)
-    logger.warning(
-        "data: no eval split in the stream; holding out about %.1f%% of train by image hash (not stratified). "
-        "Each evaluation reads the whole train stream: name a data.eval_split to avoid that",
-        100 * fraction,
-    )
-    held_out = partial(_in_holdout, fraction=fraction, key=seed.to_bytes(8, "little", signed=True))
-    return (
-        train.filter(partial(held_out, negate=True), input_columns=["image"]),
-        train.filter(held_out, input_columns=["image"]),
-    )
-
-
-def _holdout_fraction(train: datasets.IterableDataset, cfg: DataConfig) -> float:
-    size = cfg.validation_size
-    if size < 1:
-        return size
-    split_info = (train.info.splits or {}).get(cfg.train_split)
-    if split_info is None or not split_info.num_examples:
-        raise DataError(
-            f"data.validation_size={size} is a count, but the stream's length is unknown: give a fraction (< 1) "
-            "or a data.eval_split"
-        )
-    return size / split_info.num_examples
-
-
-def _in_holdout(image: dict, fraction: float, key: bytes, negate: bool = False) -> bool:
-    """Whether the seeded hash of the undecoded image falls in the held-out `fraction` (xor negate).
-
-    Hashing the file, not its pixels, needs no decoding: a bad image is held out or not like any other."""
-    identity = image["bytes"] if image["bytes"] is not None else image["path"].encode()
-    digest = hashlib.blake2b(identity, digest_size=8, key=key).digest()
-    return (int.from_bytes(digest, "little") < fraction * 2**64) != negate
-
-
-def _head(ds: datasets.IterableDataset, n: int | None) -> datasets.IterableDataset:
-    """The first `n` examples of the stream (in file order; Hub shards are usually shuffled already)."""
-    return ds if n is None else ds.take(n)

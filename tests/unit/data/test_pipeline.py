@@ -1,0 +1,121 @@
+"""From splits to what the Trainer iterates: the store, the DataLoader settings that fit it, streams in order."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import TrainingArguments
+
+from tests.helpers.datagen import make_imagefolder, make_parquet_dataset
+from vit_hf.data.decode import decode_image
+from vit_hf.data.loaders import LoaderRequest, batch_collator, choose_loader, loader_settings
+from vit_hf.data.pipeline import plan_loader, prepare
+from vit_hf.data.sources import load_splits
+from vit_hf.recipe.schema import DataConfig
+from vit_hf.training.build import with_loader_settings
+
+datasets.disable_progress_bars()
+CUDA = torch.device("cuda")  # a device object only: nothing here runs on it
+
+
+def args(tmp_path, **values) -> TrainingArguments:
+    return TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", **values)
+
+
+@pytest.mark.parametrize("kind", ["device", "memory"])
+def test_a_gather_store_on_cuda_gets_no_workers_and_never_pins_device_batches(kind):
+    # torch's DataLoader pins every batch when pin_memory is on, and pinning a CUDA tensor raises; with
+    # 0 workers, persistent_workers and prefetch_factor raise too.
+    request = LoaderRequest(num_workers=4, persistent_workers=True, prefetch_factor=4, pin_memory=True,
+                            explicit=frozenset({"num_workers", "persistent_workers", "prefetch_factor"}))
+    settings, notes = loader_settings(kind, CUDA, request)
+    assert settings.num_workers == 0 and not settings.persistent_workers and settings.prefetch_factor is None
+    assert settings.pin_memory is (kind == "memory")  # host batches pinned, device batches never
+    assert settings.non_blocking
+    assert any("dataloader_num_workers 4 -> 0" in note for note in notes)
+
+
+def test_worker_stores_keep_their_workers_alive_and_pin_on_cuda_only():
+    request = LoaderRequest(num_workers=3, prefetch_factor=4)
+    for kind in ("mmap", "decode"):
+        on_gpu, _ = loader_settings(kind, CUDA, request)
+        assert (on_gpu.num_workers, on_gpu.persistent_workers, on_gpu.prefetch_factor) == (3, True, 4)
+        assert on_gpu.pin_memory
+        on_cpu, _ = loader_settings(kind, torch.device("cpu"), request)
+        assert not on_cpu.pin_memory and not on_cpu.non_blocking
+    asked_off = LoaderRequest(num_workers=3, persistent_workers=False, explicit=frozenset({"persistent_workers"}))
+    assert not loader_settings("mmap", CUDA, asked_off)[0].persistent_workers  # the recipe's explicit value wins
+
+
+def test_a_lone_stream_is_not_dispatched_by_accelerate():
+    # accelerate would read every streamed batch on the main process and concatenate a copy of it.
+    assert choose_loader("auto", True, 0, CUDA, LoaderRequest(num_workers=2)).settings.dispatch_batches is False
+    assert choose_loader("auto", True, 0, CUDA, LoaderRequest(num_workers=2), world_size=8).settings.dispatch_batches \
+        is None
+
+
+def test_the_settings_reach_the_training_arguments_and_the_dataloader(tmp_path):
+    # A recipe that asks for workers, prefetching and persistence, with a store that takes none of them:
+    # before, TrainingArguments or torch's DataLoader refused the combination.
+    splits = load_splits(DataConfig(dataset=str(make_imagefolder(tmp_path / "data", per_class=4))), seed=0)
+    requested = dict(dataloader_num_workers=2, dataloader_prefetch_factor=4, dataloader_persistent_workers=True)
+    base = args(tmp_path / "out", **requested)
+    choice = plan_loader(DataConfig(dataset="x", loader="memory"), splits, 16, base, requested)
+    final = with_loader_settings(base, choice.settings, requested)
+    assert (final.dataloader_num_workers, final.dataloader_prefetch_factor) == (0, None)
+    assert not final.dataloader_persistent_workers and not final.dataloader_pin_memory  # no CUDA here
+    assert base.dataloader_num_workers == 2  # the arguments given are left as they were
+    prepared = prepare(DataConfig(dataset="x", loader="memory", cache_dir=str(tmp_path / "cache")), splits, 16, 1.0,
+                       choice, final)
+    loader = torch.utils.data.DataLoader(prepared.train, batch_size=4, num_workers=final.dataloader_num_workers,
+                                         persistent_workers=final.dataloader_persistent_workers,
+                                         prefetch_factor=final.dataloader_prefetch_factor, collate_fn=batch_collator)
+    assert next(iter(loader))["pixel_values"].dtype == torch.uint8
+
+
+def test_a_recipe_accelerator_config_wins_over_the_loader_defaults(tmp_path):
+    settings, _ = loader_settings("decode", CUDA, LoaderRequest(), lone_stream=True)
+    base = args(tmp_path, accelerator_config={"dispatch_batches": True})
+    final = with_loader_settings(base, settings, {"accelerator_config": {"dispatch_batches": True}})
+    assert final.accelerator_config.dispatch_batches is True and final.accelerator_config.non_blocking is True
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    # Eval at crop_pct 0.5 (a zoomed-in center crop) makes the train geometry (the whole image) visible.
+    root = make_parquet_dataset(tmp_path_factory.mktemp("stream"), per_class=8, size=24, shards=4)
+    cfg = DataConfig(dataset=str(root), streaming=True, shuffle_buffer=8)
+    return cfg, load_splits(cfg, seed=0)
+
+
+def order(stream, epoch: int) -> list[bytes]:
+    stream.set_epoch(epoch)
+    return [row["pixel_values"].numpy().tobytes() for row in stream]
+
+
+def test_a_training_stream_is_shuffled_reproducibly_and_anew_each_epoch(streamed, tmp_path):
+    cfg, splits = streamed
+    settings = choose_loader("auto", True, 0, torch.device("cpu")).settings
+    prepared = prepare(cfg, splits, 16, 0.5, choose_loader("auto", True, 0, torch.device("cpu")), args(tmp_path))
+    assert settings.num_workers == 0
+    in_file_order = [decode_image(row["image"], 16, 1.0).numpy().tobytes() for row in splits.train]
+    first, again, second = order(prepared.train, 0), order(prepared.train, 0), order(prepared.train, 1)
+    assert sorted(first) == sorted(in_file_order)  # every image once per epoch
+    assert first != in_file_order and second != first  # shuffled, and reshuffled for the next epoch
+    assert again == first  # seeded: a resumed run sees the same order
+    reseeded = prepare(cfg, splits, 16, 0.5, choose_loader("auto", True, 0, torch.device("cpu")),
+                       args(tmp_path, seed=1))
+    assert order(reseeded.train, 0) != first
+
+
+def test_a_training_stream_is_decoded_with_the_train_geometry(streamed, tmp_path):
+    cfg, splits = streamed
+    prepared = prepare(cfg, splits, 16, 0.5, choose_loader("auto", True, 0, torch.device("cpu")), args(tmp_path))
+    train_pixels = {row["pixel_values"].numpy().tobytes() for row in prepared.train}
+    whole = {decode_image(row["image"], 16, 1.0).numpy().tobytes() for row in splits.train}
+    assert train_pixels == whole  # the whole image, as the cache stores the train split; not the eval crop
+    eval_pixels = next(iter(prepared.eval))["pixel_values"].numpy()
+    first_eval = next(iter(splits.eval))["image"]
+    np.testing.assert_array_equal(eval_pixels, decode_image(first_eval, 16, 0.5).numpy())
