@@ -1,7 +1,7 @@
 """End-to-end training images/s against the model-only upper bound (a synthetic batch already on the device).
 
     python benchmarks/train_throughput.py [--dataset ../shared/datasets/cifar10] [--steps 20]
-        [--model tiny|cpu] [--loader auto] [--bf16]
+        [--model tiny|cpu] [--loader auto] [--bf16] [--compile]
 
 Both runs go through the same VitTrainer.train() with the same model, batch and precision; the
 upper bound replaces the data path (decode-once cache, loader, device augmentation) by one
@@ -89,12 +89,14 @@ def main() -> None:
     parser.add_argument("--model", choices=list(MODELS), default="cpu" if not torch.cuda.is_available() else "tiny")
     parser.add_argument("--loader", default="auto")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="training.torch_compile (the warm-up steps compile)")
     opts = parser.parse_args()
 
     args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="train_throughput_"),
                              max_steps=opts.warmup + opts.steps,
                              per_device_train_batch_size=opts.batch, learning_rate=1e-3, bf16=opts.bf16,
                              use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
+                             torch_compile=opts.compile,
                              logging_steps=10_000, remove_unused_columns=False, disable_tqdm=True)
     cfg = DataConfig(dataset=opts.dataset, image_size=32, crop="pad", pad=4, loader=opts.loader)
     augment = build_train_augment(cfg, MEAN, STD)
@@ -109,7 +111,8 @@ def main() -> None:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()} threads"
     print(f"training images/s, ViT ({opts.model}: {MODELS[opts.model]}) /4 at 32px, batch {opts.batch}, "
-          f"{'bf16' if opts.bf16 else 'fp32'}, {device}, loader {prepared.choice.kind}:")
+          f"{'bf16' if opts.bf16 else 'fp32'}{', compiled' if opts.compile else ''}, {device}, "
+          f"loader {prepared.choice.kind}:")
     print(f"  vit_hf end to end (cache + loader + device augmentation): {real:10.0f} img/s")
     print(f"  model only (synthetic batch on the device, no augment):    {bound:10.0f} img/s")
     print(f"data_efficiency: {real / bound:.2f}")

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 
 from ..recipe.durations import format_duration
-from .distributed import AGREE_EVERY, agree, device_of, is_agreement_step
+from .distributed import AGREE_EVERY, agree, device_of, is_agreement_step, world_size
 from .steps import StepClock
 
 logger = logging.getLogger(__name__)
@@ -194,6 +194,7 @@ class BudgetCallback(TrainerCallback):
     _last_step: int | None = None  # the step the budget ends training at, once known
     _announced: bool = False
     _agreed: tuple[int, float, float] = (0, 0.0, 0.0)  # (step, progress, progress per step) agreed by the ranks
+    _ranks: int = 1  # DDP world size, read once at train begin
     _no_eval: bool = False  # the ranks agreed to skip this step's evaluation
 
     def __post_init__(self):
@@ -206,6 +207,7 @@ class BudgetCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._forward("on_train_begin", args, state, control)
+        self._ranks = world_size()
         now = self.budget.spent()
         if self.budget.train_start is None:
             self.budget.train_start = now
@@ -243,7 +245,7 @@ class BudgetCallback(TrainerCallback):
         self._announce_fit(state)
         step = state.global_step
         skip_eval = control.should_evaluate and now + self._eval_estimate() >= self.budget.stop_training_at
-        if is_agreement_step(step):
+        if is_agreement_step(step, self._ranks):
             self._agree_on_the_coming_steps(args, step, now, skip_eval)
         elif control.should_evaluate:  # the same step on every rank (evaluation steps are counted)
             (self._no_eval,), _ = agree([float(skip_eval)], [], device_of(args))
@@ -271,7 +273,7 @@ class BudgetCallback(TrainerCallback):
         elif self._last_step is None and self.budget.progress_at(now) >= 1.0:
             last_step = float(step + 2)  # no step time yet, and no training time left
         values = [self.budget.progress_at(now + 2 * step_seconds), per_step, last_step, float(skip_eval)]
-        (progress, per_step, last_step, no_eval), _ = agree(values, [], device_of(args))
+        progress, per_step, last_step, no_eval = agree(values, [], device_of(args))[0] if self._ranks > 1 else values
         self._agreed = (step, progress, per_step)
         self._no_eval = bool(no_eval)
         if last_step >= 0 and self._last_step is None:
@@ -279,7 +281,7 @@ class BudgetCallback(TrainerCallback):
 
     def _window(self, step: int) -> int:
         """Steps until the next agreement."""
-        return next(n for n in range(1, AGREE_EVERY + 1) if is_agreement_step(step + n))
+        return next(n for n in range(1, AGREE_EVERY + 1) if is_agreement_step(step + n, self._ranks))
 
     def _progress_at_step(self, step: int) -> float:
         """The progress the scheduler reads for the rate that step + 2 uses: 1 for the last step, else the

@@ -173,7 +173,7 @@ def build_run(recipe: Recipe, args, model, splits, data, prep: Preprocessing, bu
         budgeting,
         checkpointing,
         monitor,
-        StopStepReport(),  # DDP: logs that every rank stopped on the same step
+        StopStepReport() if args.world_size > 1 else None,  # DDP: logs that every rank stopped on the same step
         ema,
         guard,
         sync_check,  # last: it reads the step's final control flags

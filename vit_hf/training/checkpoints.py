@@ -49,7 +49,7 @@ class CheckpointCallback(TrainerCallback):
         self._last_save = self.clock()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if not is_agreement_step(state.global_step):  # DDP: decided every few steps (sync.py)
+        if not is_agreement_step(state.global_step, args.world_size):  # DDP: every few steps (distributed.py)
             return
         due = self.save_every is not None and self.clock() - self._last_save >= self.save_every
         (save,), (stop,) = agree([float(due)], [self.stop_requested()], device_of(args))

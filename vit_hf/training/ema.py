@@ -26,6 +26,7 @@ class WeightEma(TrainerCallback):
         self.shadow: dict[str, torch.Tensor] | None = None  # the average, keyed as model.state_dict()
         self.updates = 0
         self.applied = False  # True once the live model holds the EMA weights (after training)
+        self._pairs = None  # see _pair_up
 
     def __repr__(self) -> str:
         return f"WeightEma(decay={self.decay}, updates={self.updates})"
@@ -39,20 +40,32 @@ class WeightEma(TrainerCallback):
         if self.shadow is None:  # not restored from a checkpoint: start from the weights as they are
             self.shadow = {name: _fp32_copy(value) for name, value in model.state_dict().items()}
         self.applied = False
+        self._pairs = None  # paired up again at the first step, with the model that trains
 
     @torch.no_grad()
     def on_step_end(self, args, state, control, model=None, **kwargs):
         """After each optimizer step (not each accumulation micro-step)."""
-        weight = 1.0 - self.current_decay()
-        averaged, live = [], []
+        if self._pairs is None:
+            self._pairs = self._pair_up(model)
+        averaged, live, counters = self._pairs
+        for shadow, value in counters:  # BatchNorm's num_batches_tracked: a counter, not a weight
+            shadow.copy_(value)
+        fp32 = [value if value.dtype == torch.float32 else value.float() for value in live]
+        torch._foreach_lerp_(averaged, fp32, 1.0 - self.current_decay())  # one fused kernel per device (ModelEmaV3)
+        self.updates += 1
+
+    def _pair_up(self, model) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """(shadow weights, the live tensors they average, counters copied as they are), made once: the live
+        state_dict tensors share the parameters' storage, so they stay current; calling state_dict() at every
+        step costs more than the average itself."""
+        averaged, live, counters = [], [], []
         for name, value in model.state_dict().items():
             if value.is_floating_point():
                 averaged.append(self.shadow[name])
-                live.append(value.float())
-            else:  # BatchNorm's num_batches_tracked: a counter, not a weight
-                self.shadow[name].copy_(value)
-        torch._foreach_lerp_(averaged, live, weight)  # one fused kernel per device, as timm's ModelEmaV3
-        self.updates += 1
+                live.append(value)
+            else:
+                counters.append((self.shadow[name], value))
+        return averaged, live, counters
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.shadow is None:
@@ -98,6 +111,7 @@ class WeightEma(TrainerCallback):
         with safe_open(str(path), framework="pt", device=str(device)) as file:
             self.shadow = {name: file.get_tensor(name) for name in file.keys()}
             self.updates = int(file.metadata()["updates"])
+        self._pairs = None
         return True
 
 

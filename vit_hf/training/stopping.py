@@ -58,48 +58,46 @@ class GracefulStop:
 
 
 MAX_NONFINITE_IN_A_ROW = 10
-# The guard's device counters: updates found non-finite in all, in the current run of them, and the
-# global step of the latest one.
-TOTAL, IN_A_ROW, LAST_STEP = range(3)
 
 
 class HostCopies:
-    """Copies of a small device tensor on the host, made without a sync.
+    """Small device tensors read on the host without a sync, in the order they were sent.
 
-    `send` copies into a pinned buffer asynchronously and records an event; `poll` returns the newest
-    copy that has finished (None before the first), never waiting. On a CPU the copy is done at once."""
+    `send(value, tag)` copies into a pinned buffer asynchronously and records an event; `finished()` hands
+    back the (tag, value) pairs whose copies are done, oldest first, never waiting. On a CPU a copy is done
+    at once. Buffers and events are reused: at most as many as copies in flight (a step or two)."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self._pending: collections.deque = collections.deque()  # (buffer, event), oldest first
+        self._pending: collections.deque = collections.deque()  # (tag, buffer, event), oldest first
         self._free: list = []
-        self.latest = None
 
-    def send(self, values: torch.Tensor) -> None:
+    def send(self, value: torch.Tensor, tag) -> None:
         if self._free:
             buffer, event = self._free.pop()
         else:
-            buffer = torch.empty(values.shape, dtype=values.dtype, pin_memory=self.cuda)
+            buffer = torch.empty(value.shape, dtype=value.dtype, pin_memory=self.cuda)
             event = torch.cuda.Event() if self.cuda else None
-        buffer.copy_(values, non_blocking=self.cuda)
+        buffer.copy_(value, non_blocking=self.cuda)
         if event is not None:
             event.record()
-        self._pending.append((buffer, event))
+        self._pending.append((tag, buffer, event))
 
-    def poll(self):
-        """The newest finished copy, as a numpy array (numpy reads host memory: never a device sync)."""
-        while self._pending and (self._pending[0][1] is None or self._pending[0][1].query()):
-            buffer, event = self._pending.popleft()
-            self.latest = buffer.numpy().copy()
+    def finished(self) -> list[tuple[object, float]]:
+        """The copies done so far (numpy reads host memory: never a device sync)."""
+        done = []
+        while self._pending and (self._pending[0][2] is None or self._pending[0][2].query()):
+            tag, buffer, event = self._pending.popleft()
+            done.append((tag, float(buffer.numpy())))
             self._free.append((buffer, event))
-        return self.latest
+        return done
 
-    def wait(self):
-        """Every copy finished (a sync: for the end of training)."""
-        for _, event in self._pending:
+    def wait(self) -> list[tuple[object, float]]:
+        """Every copy (a sync: for the end of training)."""
+        for _, _, event in self._pending:
             if event is not None:
                 event.synchronize()
-        return self.poll()
+        return self.finished()
 
 
 def supports_device_skip(optimizer) -> bool:
@@ -119,61 +117,62 @@ class NonFiniteGuard(TrainerCallback):
         self.last_step: int | None = None  # the step of the latest non-finite update seen
         self.host_checked = False  # the optimizer cannot skip updates on the device: checked on the host
         self._loss_scaled = False
-        self._seen = 0  # non-finite updates already reported
-        self._counts: torch.Tensor | None = None
         self._copies: HostCopies | None = None
 
     def check(self, grad_norm, optimizer, step: int, loss_scaled: bool = False) -> None:
         """Record this update's norm; make the optimizer skip it (on the device) if it is not finite.
 
-        `optimizer` is the torch optimizer about to step; `step` the global step this update makes."""
+        `optimizer` is the torch optimizer about to step; `step` the global step this update makes. Two small
+        kernels a step (isfinite, and the flag as the optimizer takes it) and an asynchronous copy of the flag:
+        the counting is the host's, when the copy arrives."""
         self._loss_scaled = loss_scaled
         if not torch.is_tensor(grad_norm):  # DeepSpeed hands a float
             grad_norm = torch.tensor(float("nan") if grad_norm is None else grad_norm)
-        bad = ~torch.isfinite(grad_norm.detach())
+        found_inf = (~torch.isfinite(grad_norm.detach())).to(torch.float32)
         if not loss_scaled:  # under loss scaling the GradScaler sets found_inf itself
-            self._drop_if(bad, optimizer)
-        self._count(bad.to(torch.int64), step)
+            self._drop_if(found_inf, optimizer)
+        if self._copies is None:
+            self._copies = HostCopies(found_inf.device)
+        self._copies.send(found_inf, step)
 
-    def _drop_if(self, bad: torch.Tensor, optimizer) -> None:
+    def _drop_if(self, found_inf: torch.Tensor, optimizer) -> None:
         if supports_device_skip(optimizer):
-            optimizer.found_inf = bad.to(torch.float32)
+            optimizer.found_inf = found_inf
             return
         if not self.host_checked:
             self.host_checked = True
             logger.info("%s cannot skip a non-finite update on the device: its gradient norm is read on the host "
                         "at each step (a sync); a fused optimizer (training.optim: adamw_torch_fused) avoids it",
                         type(optimizer).__name__)
-        if bool(bad):
+        if bool(found_inf):
             optimizer.zero_grad(set_to_none=True)  # torch optimizers leave a parameter without a gradient alone
 
-    def _count(self, bad: torch.Tensor, step: int) -> None:
-        if self._counts is None:
-            self._counts = torch.zeros(3, dtype=torch.int64, device=bad.device)
-            self._copies = HostCopies(bad.device)
-        counts = self._counts
-        counts[TOTAL] += bad
-        counts[IN_A_ROW] = (counts[IN_A_ROW] + 1) * bad
-        counts[LAST_STEP] = torch.where(bad.bool(), step, counts[LAST_STEP])
-        self._copies.send(counts)
+    def _count(self, flags: list[tuple[object, float]]) -> int:
+        """Count the updates the host has heard of; the number of non-finite ones among them."""
+        new = 0
+        for step, bad in flags:
+            if bad:
+                new += 1
+                self.in_a_row += 1
+                self.last_step = step
+            else:
+                self.in_a_row = 0
+        return new
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._act_on(self._copies.poll() if self._copies is not None else None, state, control)
+        if self._copies is not None:
+            self._act_on(self._count(self._copies.finished()), state, control)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._copies is not None:
-            counts = self._copies.wait()
-            if counts is not None and counts[TOTAL] > self._seen:
+            late = self._count(self._copies.wait())
+            if late:
                 logger.warning("%d non-finite update(s) in the last steps were not applied (the latest at step %d)",
-                               counts[TOTAL] - self._seen, counts[LAST_STEP])
+                               late, self.last_step)
 
-    def _act_on(self, counts, state, control) -> None:
-        if counts is None or counts[TOTAL] == self._seen:
-            if counts is not None:
-                self.in_a_row = int(counts[IN_A_ROW])
+    def _act_on(self, new: int, state, control) -> None:
+        if not new:
             return
-        new, self._seen = int(counts[TOTAL]) - self._seen, int(counts[TOTAL])
-        self.in_a_row, self.last_step = int(counts[IN_A_ROW]), int(counts[LAST_STEP])
         if self.in_a_row < MAX_NONFINITE_IN_A_ROW and (self.policy == "skip" or self._loss_scaled):
             if not self._loss_scaled:
                 logger.warning("step %d: non-finite loss or gradient; its update was not applied, training goes on "

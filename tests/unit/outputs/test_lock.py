@@ -15,13 +15,13 @@ from tests.helpers.recipes import tiny_recipe, write_recipe
 from vit_hf.cli.run import main
 from vit_hf.outputs.lock import OutputDirBusy, output_dir_lock
 
-# vit_hf.lock as a run takes it; the package's __init__ (which imports transformers, seconds) is skipped.
+# vit_hf.outputs.lock as a run takes it; the package's __init__ (which imports transformers, seconds) is skipped.
 HOLD = """
 import sys, time, types
 package = types.ModuleType("vit_hf")
 package.__path__ = ["vit_hf"]
 sys.modules["vit_hf"] = package
-from vit_hf.lock import output_dir_lock
+from vit_hf.outputs.lock import output_dir_lock
 with output_dir_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
