@@ -123,8 +123,8 @@ def test_training_stops_so_the_final_phase_fits_inside_the_budget():
     control = loop.control
     assert control.should_training_stop and control.should_log and callback.stopped_by_budget
     # evaluation: 1.2 s start-up (2 workers) + 1.25 * 1000 images * 5 ms / 3; save: 0.5 s + 50 MB at 100 MB/s;
-    # plots and card 1.5 s; margin max(1 s, 0.5% of 120 s)
-    final_phase = (0.2 + 2 * 0.5) + 1.25 * 1000 * 0.005 / 3 + (0.5 + 0.5) + 1.5 + max(1.0, 0.005 * 120)
+    # plots and card 1 s; margin max(1 s, 0.5% of 120 s)
+    final_phase = (0.2 + 2 * 0.5) + 1.25 * 1000 * 0.005 / 3 + (0.5 + 0.5) + 1.0 + max(1.0, 0.005 * 120)
     assert budget.spent() + final_phase <= budget.seconds + 1e-6
     assert budget.seconds - budget.spent() <= final_phase + 2 * 0.5 + 1e-6  # and at most two steps early
     assert loop.factors[-1] == 0.0  # the last step ran at the schedule's end
@@ -141,7 +141,7 @@ def test_measured_evaluation_replaces_the_estimate():
     callback.on_evaluate(None, state, control)
     assert reserve.eval_seconds == pytest.approx(30)
     callback.on_step_end(None, state, control)
-    assert budget.reserve == pytest.approx(30 + 0.5 + 1.5 + 0.005 * 600)
+    assert budget.reserve == pytest.approx(30 + 0.5 + 1.0 + 0.005 * 600)
 
 
 def test_an_evaluation_that_would_run_into_the_reserve_is_skipped():
