@@ -62,3 +62,16 @@ def test_cifar_recipe_trains_saves_and_answers_through_pipeline(name, cifar_like
     assert 0 <= json.loads((out / "eval_results.json").read_text())["eval_accuracy"] <= 1
     answer = pipeline("image-classification", model=str(out))(class_image(1, np.random.default_rng(1), size=32))
     assert {entry["label"] for entry in answer} <= set(CLASSES) and len(answer) == len(CLASSES)
+
+
+def test_the_search_recipe_searches_on_a_holdout_of_train_and_writes_its_best_recipe(cifar_like, tmp_path):
+    out = tmp_path / "search"
+    code = main([str(ROOT / "recipes" / "cifar10_search.yaml"), "--search", "--data.dataset", str(cifar_like),
+                 "--training.output_dir", str(out), "--search.n_trials", "2", "--search.time", "null",
+                 "--training.max_steps", "2", "--training.eval_steps", "1", "--data.validation_size", "10",
+                 "--training.per_device_train_batch_size", "8", "--training.dataloader_num_workers", "0"])
+    assert code == 0
+    rows = (out / "search_results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2  # a header and one row per trial
+    best = load_recipe(out / "best_recipe.yaml")
+    assert best.data.eval_split == "holdout" and not best.search.space

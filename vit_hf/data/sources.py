@@ -28,6 +28,9 @@ from .streaming import shape_stream
 logger = logging.getLogger(__name__)
 
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+# data.eval_split value that carves the eval split out of train even when the dataset has one: tuning
+# (a search, a recipe's choices) without looking at the test split, as big_vision's minival does.
+HOLDOUT = "holdout"
 
 
 IMAGE_COLUMN_NAMES = ("image", "img")
@@ -109,6 +112,10 @@ def _pick_splits(
     cfg: DataConfig, available: dict[str, SplitData], need_train: bool
 ) -> tuple[SplitData | None, SplitData | None]:
     """(train, eval); eval is None when it is to be carved out of train. train is None when not needed."""
+    if cfg.eval_split == HOLDOUT:
+        if cfg.train_split not in available:
+            raise DataError(f"data.train_split: no split {cfg.train_split!r}; the dataset has {sorted(available)}")
+        return available[cfg.train_split], None
     eval_name = cfg.eval_split or next(
         (name for name in EVAL_SPLIT_NAMES if name in available and name != cfg.train_split), None
     )

@@ -90,7 +90,8 @@ class DataConfig(Section):
     eval_split: str | None = _key(
         None,
         "Split to evaluate on. Default: 'validation', 'valid', 'val' or 'test', the first that exists; "
-        "when none exists, validation_size carves one out of the train split.",
+        "when none exists, validation_size carves one out of the train split. 'holdout' carves it even when "
+        "one exists: to tune (e.g. --search) without looking at the test split.",
     )
     validation_size: float = _key(
         0.1,

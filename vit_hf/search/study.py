@@ -151,11 +151,14 @@ class TrialReport(TrainerCallback):
 
     def __init__(self, trial):
         self.trial = trial
+        self.reported_steps: set[int] = set()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         import optuna
 
-        if metrics and OBJECTIVE in metrics:
+        # The final evaluation can fall on the step of the last one during training: optuna keeps one per step.
+        if metrics and OBJECTIVE in metrics and state.global_step not in self.reported_steps:
+            self.reported_steps.add(state.global_step)
             self.trial.report(metrics[OBJECTIVE], state.global_step)
             if self.trial.should_prune():
                 raise optuna.TrialPruned()

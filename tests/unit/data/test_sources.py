@@ -192,6 +192,13 @@ def test_class_proportions_are_kept_when_classes_are_unbalanced(tmp_path):
     assert Counter(labels_of(splits.eval)) == {0: 4, 1: 4, 2: 1}
 
 
+def test_holdout_carves_the_eval_split_out_of_train_even_when_a_test_split_exists(parquet_dir):
+    default, holdout = load(parquet_dir), load(parquet_dir, eval_split="holdout", validation_size=0.2)
+    assert len(holdout.train) + len(holdout.eval) == len(default.train)
+    assert set(pixels_of(holdout.eval)) <= set(pixels_of(default.train))
+    assert not set(pixels_of(holdout.eval)) & set(pixels_of(default.eval))
+
+
 def test_a_validation_size_that_leaves_nothing_is_an_error(train_only_dir):
     with pytest.raises(DataError, match="validation_size=90"):
         load(train_only_dir, validation_size=90)
