@@ -17,7 +17,7 @@ def test_run_pushes_checkpoints_and_the_final_model_with_a_card(hub_server, tmp_
     data = make_imagefolder(tmp_path / "data", per_class=8, size=20)
     out = tmp_path / "out"
     recipe = tiny_recipe(data, out, num_train_epochs=2, push_to_hub=True, hub_model_id="user/tiny-vit",
-                         hub_strategy="every_save")
+                         hub_strategy="every_save", report_to="tensorboard")
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
 
