@@ -427,6 +427,8 @@ def shipped_recipe_args(path: Path, data: dict[str, Path], pretrained: Path, tmp
     for key in ("classes", "max_per_class", "max_train_samples"):
         if data_keys.get(key) is not None:
             args += [f"--data.{key}", "null"]
+    if float(data_keys.get("validation_size", 0)) >= 1:  # a count sized for CIFAR's 50,000 train images
+        args += ["--data.validation_size", "0.2"]
     size = min(int(data_keys.get("image_size") or 32), 32)
     args += ["--data.image_size", str(size)]
     if model_keys.get("pretrained"):

@@ -5,6 +5,9 @@ through the real CLI on generated 32 px images, save, and answer through `pipeli
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,7 @@ def header(path: Path) -> str:
 
 
 def test_the_shipped_recipes_are_all_found():
-    assert {path.stem for path in RECIPES} >= {"cifar10_tiny", "cifar10_cpu_10m", "cifar100_small",
+    assert {path.stem for path in RECIPES} >= {"cifar10_tiny", "cifar10_hybrid", "cifar10_cpu_10m", "cifar100_small",
                                                "vit_base_finetune_cifar10", "imagenet1k_vit_s16_24h",
                                                "imagenet_subset", "demo_digits"}
 
@@ -47,7 +50,7 @@ def cifar_like(tmp_path_factory) -> Path:
     return make_imagefolder(tmp_path_factory.mktemp("cifar_like"), per_class=8, size=32)
 
 
-@pytest.mark.parametrize("name", ["cifar10_tiny", "cifar10_cpu_10m", "cifar100_small"])
+@pytest.mark.parametrize("name", ["cifar10_tiny", "cifar10_hybrid", "cifar10_cpu_10m", "cifar100_small"])
 def test_cifar_recipe_trains_saves_and_answers_through_pipeline(name, cifar_like, tmp_path):
     out = tmp_path / "out"
     code = main([str(ROOT / "recipes" / f"{name}.yaml"), "--data.dataset", str(cifar_like),
@@ -75,3 +78,38 @@ def test_the_search_recipe_searches_on_a_holdout_of_train_and_writes_its_best_re
     assert len(rows) == 1 + 2  # a header and one row per trial
     best = load_recipe(out / "best_recipe.yaml")
     assert best.data.eval_split == "holdout" and not best.search.space
+
+
+# A fresh interpreter that never imports vit_hf: what a user of the stock stack runs on the flagship's output.
+STOCK_PIPELINE = """
+import json, sys
+from pathlib import Path
+from transformers import pipeline
+from PIL import Image
+classify = pipeline("image-classification", model=sys.argv[1])
+images = sorted(Path(sys.argv[2]).glob("*/*.png"))
+top1 = [classify(Image.open(path))[0]["label"] for path in images]
+print(json.dumps({"model": type(classify.model).__name__, "vit_hf_imported": "vit_hf" in sys.modules,
+                  "accuracy": sum(label == path.parent.name for label, path in zip(top1, images)) / len(images)}))
+"""
+
+
+def test_the_flagship_saves_a_stock_vit_that_a_pipeline_loads_without_vit_hf(cifar_like, tmp_path):
+    out = tmp_path / "out"
+    code = main([str(ROOT / "recipes" / "cifar10_tiny.yaml"), "--data.dataset", str(cifar_like),
+                 "--training.output_dir", str(out), "--training.max_steps", "3", "--budget.time", "null",
+                 "--training.per_device_train_batch_size", "8", "--training.dataloader_num_workers", "0",
+                 "--resume", "never"])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "vit" and config["architectures"] == ["ViTForImageClassification"]
+    assert "auto_map" not in config and not list(out.glob("*.py"))  # no custom code to trust
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", STOCK_PIPELINE, str(out), str(cifar_like / "test")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["model"] == "ViTForImageClassification" and not answer["vit_hf_imported"]
+    # The stock processor reproduces vit_hf's evaluation: the same accuracy, within one image of 24.
+    evaluated = json.loads((out / "eval_results.json").read_text())["eval_accuracy"]
+    assert abs(answer["accuracy"] - evaluated) <= 1 / 24 + 1e-9

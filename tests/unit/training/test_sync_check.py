@@ -20,10 +20,10 @@ STEADY = ["--training.max_steps", "8", "--training.logging_steps", "1000", "--tr
           "--training.save_strategy", "no", "--training.per_device_train_batch_size", "8",
           "--training.per_device_eval_batch_size", "16", "--budget.time", "null", "--resume", "never",
           "--extras.check_host_syncs", "true"]
-FROM_SCRATCH = ["cifar10_tiny", "cifar10_cpu_10m", "cifar100_small", "demo_digits", "imagenet_subset",
+FROM_SCRATCH = ["cifar10_tiny", "cifar10_hybrid", "cifar10_cpu_10m", "cifar100_small", "demo_digits", "imagenet_subset",
                 "imagenet1k_vit_s16_24h"]
 # Each recipe at a size its patch (or stem stride) divides; the ImageNet ones keep their ops, not their pixels.
-IMAGE_SIZE = {"cifar10_tiny": 32, "cifar10_cpu_10m": 32, "cifar100_small": 32, "demo_digits": 16,
+IMAGE_SIZE = {"cifar10_tiny": 32, "cifar10_hybrid": 32, "cifar10_cpu_10m": 32, "cifar100_small": 32, "demo_digits": 16,
               "imagenet_subset": 32, "imagenet1k_vit_s16_24h": 64}
 
 
