@@ -37,6 +37,7 @@ import yaml
 
 from tests.helpers import ROOT
 from tests.helpers.datagen import CLASSES, class_image, make_imagefolder, make_parquet_dataset
+from tests.helpers.recipes import TINY_MODEL
 
 ON_CPU = os.environ.get("VIT_HF_GPU_TESTS_ON_CPU") == "1"
 CUDA = torch.cuda.is_available()
@@ -52,14 +53,6 @@ LEARNED = 0.9  # plain training on the generated classes: every CPU run of these
 ABOVE_CHANCE = 0.6  # chance is 1/3; under heavy augmentation or mixing, in a few dozen steps
 RUN_TIMEOUT = 600  # seconds for one CLI process; a compile on a loaded machine is the slowest
 
-TINY_MODEL = {
-    "preset": "vit-tiny",
-    "patch_size": 4,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-}
 SHRINK = ["--model.hidden_size", "32", "--model.num_hidden_layers", "2", "--model.num_attention_heads", "2",
           "--model.intermediate_size", "64"]
 
