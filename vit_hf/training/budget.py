@@ -35,6 +35,9 @@ PROBED_EVAL_SAFETY = 1.0
 ARTIFACT_SECONDS = 1.0
 # The probe: a warm-up batch, then this many timed ones, at the evaluation's own batch size.
 PROBE_BATCHES = 2
+# Timed steps after which the training speed is the reference for the probed evaluation's cost: enough
+# for the running step time to settle past the first steps' allocations.
+PROBE_REFERENCE_STEPS = 5
 # What is kept back beyond the estimates, as a share of the budget (at least MARGIN_SECONDS): the run ends
 # within about this share of its budget, early rather than late.
 MARGIN_SHARE, MARGIN_SECONDS = 0.005, 1.0
@@ -106,6 +109,10 @@ class ReserveEstimate:
     # evaluation already did. Allowance: the compile measured in the first training step (forward and
     # backward), which covers the forward-only graphs of the evaluation.
     compile_seconds: float = 0.0
+    # Seconds per training image when the evaluation's cost was timed (the first steady steps, for the probe).
+    # A machine that slows down later (other work on it, throttling) slows the evaluation alike: measured on
+    # a shared 2-core CPU, a probe of 241 img/s became 180 img/s at the end of a 10-minute run.
+    timed_at_train_seconds_per_image: float | None = None
 
     @property
     def startup_seconds(self) -> float:
@@ -114,12 +121,20 @@ class ReserveEstimate:
 
     def evaluation(self, seconds_per_train_image: float) -> float:
         if self.eval_seconds is not None:
-            return self.eval_seconds
+            return self.eval_seconds * self.slowdown(seconds_per_train_image)
         if self.eval_seconds_per_image is not None:
             estimate = PROBED_EVAL_SAFETY * self.eval_images * self.eval_seconds_per_image
+            estimate *= self.slowdown(seconds_per_train_image)
         else:
             estimate = EVAL_SAFETY * self.eval_images * seconds_per_train_image / 3
         return self.startup_seconds + estimate + self.compile_seconds
+
+    def slowdown(self, seconds_per_train_image: float) -> float:
+        """How much slower training runs now than when the evaluation was timed (clamped to [0.5, 4])."""
+        reference = self.timed_at_train_seconds_per_image
+        if not reference or seconds_per_train_image <= 0:
+            return 1.0
+        return min(4.0, max(0.5, seconds_per_train_image / reference))
 
     def seconds(self, seconds_per_train_image: float) -> float:
         save = self.save_seconds if self.save_seconds is not None else 0.5 + self.model_bytes / 100e6
@@ -300,6 +315,7 @@ class BudgetCallback(TrainerCallback):
         self._forward("on_evaluate", args, state, control)  # not step time
         if self._phase_start is not None:
             self.reserve.eval_seconds = self.budget.spent() - self._phase_start
+            self.reserve.timed_at_train_seconds_per_image = self._seconds_per_train_image() or None
             self._phase_start = self.budget.spent()
 
     def on_save(self, args, state, control, **kwargs):
@@ -355,6 +371,9 @@ class BudgetCallback(TrainerCallback):
         self.budget.step_seconds += weight * (self.steps.last.cost - self.budget.step_seconds)
         if self._steps_timed == 1 and self.compiles:
             self.reserve.compile_seconds = max(0.0, self.steps.first_step - self.budget.step_seconds)
+        if self._steps_timed == PROBE_REFERENCE_STEPS and self.reserve.eval_seconds is None:
+            # The probe ran just before training: the machine's speed then is its speed in the first steps.
+            self.reserve.timed_at_train_seconds_per_image = self._seconds_per_train_image()
 
     def _announce_fit(self, state) -> None:
         """Once throughput is measured: how many steps, images and epochs the budget buys."""
@@ -369,9 +388,11 @@ class BudgetCallback(TrainerCallback):
             self.images_per_step / self.budget.step_seconds, steps, images, epochs,
         )
 
+    def _seconds_per_train_image(self) -> float:
+        return self.budget.step_seconds / max(1, self.images_per_step)
+
     def _eval_estimate(self) -> float:
-        return self.reserve.evaluation(self.budget.step_seconds / max(1, self.images_per_step))
+        return self.reserve.evaluation(self._seconds_per_train_image())
 
     def _update_reserve(self) -> None:
-        per_image = self.budget.step_seconds / max(1, self.images_per_step)
-        self.budget.reserve = self.reserve.seconds(per_image)
+        self.budget.reserve = self.reserve.seconds(self._seconds_per_train_image())

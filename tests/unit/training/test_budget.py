@@ -140,8 +140,22 @@ def test_measured_evaluation_replaces_the_estimate():
     clock.now += 30  # an evaluation that took 30 s
     callback.on_evaluate(None, state, control)
     assert reserve.eval_seconds == pytest.approx(30)
+    clock.now += 1.0  # the next step, as fast as before
     callback.on_step_end(None, state, control)
     assert budget.reserve == pytest.approx(30 + 0.5 + 1.0 + 0.005 * 600)
+
+
+def test_a_probed_evaluation_is_kept_longer_when_the_machine_slows_down():
+    clock = FakeClock()
+    budget = TimeBudget(seconds=600, started_at=clock.now, clock=clock)
+    reserve = ReserveEstimate(eval_images=10_000, budget_seconds=600, eval_seconds_per_image=0.001)
+    callback = BudgetCallback(budget=budget, reserve=reserve, images_per_step=100)
+    loop = SchedulerLoop(callback, clock)
+    loop.run(step_seconds=1.0, max_steps=20)
+    kept = budget.reserve  # 10 s of evaluation at the probed rate, and the rest
+    assert kept == pytest.approx(0.2 + 10 + 0.5 + 1.0 + 3.0)
+    loop.run(step_seconds=2.0, max_steps=40)  # other work on the machine: training runs at half speed
+    assert budget.reserve == pytest.approx(kept + 10, rel=0.02)  # and so will the evaluation
 
 
 def test_an_evaluation_that_would_run_into_the_reserve_is_skipped():
