@@ -70,10 +70,11 @@ def run_baseline(recipe_path: str, dataset: str, budget: int, out: Path) -> tupl
     from vit_hf.modeling.build import build_model
     from vit_hf.recipe.load import load_recipe
     from vit_hf.recipe.schema import DataConfig
-    from vit_hf.training.metrics import compute_metrics, top_k_predictions
+    from vit_hf.training.metrics import load_metrics, top_k_predictions
 
     started = time.monotonic()
     recipe = load_recipe(recipe_path, ["--data.dataset", dataset])
+    compute_metrics = load_metrics(recipe.evaluation.metrics)
     splits = load_splits(DataConfig(dataset=dataset), seed=0)
     size = recipe.data.image_size
     names = splits.label_names

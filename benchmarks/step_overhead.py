@@ -79,6 +79,7 @@ from vit_hf.modeling.preprocessing import Preprocessing  # noqa: E402
 from vit_hf.recipe.load import recipe_from_dict  # noqa: E402
 from vit_hf.recipe.training_args import training_arguments  # noqa: E402
 from vit_hf.training.build import build_run, make_budget, run_options, with_loader_settings  # noqa: E402
+from vit_hf.training.metrics import load_metrics  # noqa: E402
 from vit_hf.training.stopping import train_guarded  # noqa: E402
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -322,7 +323,8 @@ def run_vit_hf(opts, data, eval_data, ema: bool, budget: bool, augment: bool, ma
     if loader.kind == "memory" and args.device.type == "cuda":  # as data.loaders.make_store
         train_set.pin = eval_set.pin = True
     run = build_run(recipe, args, model, splits, Prepared(train_set, eval_set, loader), prep,
-                    make_budget(recipe, started_at, clock, None), started_at, clock)
+                    load_metrics(recipe.evaluation.metrics), make_budget(recipe, started_at, clock, None), started_at,
+                    clock)
     run.trainer.add_callback(marks)
     if breakdown is not None:
         breakdown.attach(run.trainer, marks)

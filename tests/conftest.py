@@ -7,14 +7,24 @@ tests/helpers/ for what they share. `./run.sh test` runs everything; `./run.sh t
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-# Set before transformers/datasets/huggingface_hub are imported: they read these at import time.
+# Set before transformers/datasets/huggingface_hub/evaluate are imported: they read these at import time.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# evaluate copies each metric module it loads into HF_MODULES_CACHE (and makes folders in HF_METRICS_CACHE):
+# a fresh cache per session, so the suite loads vit_hf's metrics as a new machine would, and leaves the
+# user's cache alone.
+_EVALUATE_CACHE = tempfile.mkdtemp(prefix="vit_hf_tests_evaluate_")
+os.environ.setdefault("HF_MODULES_CACHE", os.path.join(_EVALUATE_CACHE, "modules"))
+os.environ.setdefault("HF_METRICS_CACHE", os.path.join(_EVALUATE_CACHE, "metrics"))
+atexit.register(shutil.rmtree, _EVALUATE_CACHE, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `from tests.helpers.datagen import ...` in every test file

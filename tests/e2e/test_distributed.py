@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, free_port
 from tests.helpers.datagen import make_imagefolder
 from tests.helpers.recipes import tiny_recipe, write_recipe
 
@@ -44,12 +43,6 @@ def budget_recipe(tmp_path: Path, data: Path, processes: int) -> Path:
     recipe["data"]["cache_dir"] = str(folder / "cache")  # no two runs build one cache file at once
     recipe["budget"] = {"time": BUDGET, "save_every": "3s"}
     return write_recipe(folder, recipe)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(recipe: Path, processes: int) -> subprocess.Popen:

@@ -11,10 +11,11 @@ from transformers import TrainingArguments, ViTForImageClassification, default_d
 from tests.helpers.models import tiny_vit_config
 from vit_hf.augment.transform import build_eval_transform
 from vit_hf.hub.card import write_model_card
+from vit_hf.metrics import DEFAULT_METRICS
 from vit_hf.outputs.plots import evaluation_breakdown, write_curves
 from vit_hf.recipe.load import recipe_from_dict
 from vit_hf.training.batches import RunOptions
-from vit_hf.training.metrics import compute_metrics, top_k_predictions
+from vit_hf.training.metrics import load_metrics, top_k_predictions
 from vit_hf.training.monitor import RunMonitor
 from vit_hf.training.trainer import VitTrainer
 
@@ -52,7 +53,7 @@ def make(trainer_cls, tmp_path, **overrides):
     kwargs = dict(
         model=ViTForImageClassification(tiny_vit_config()), args=arguments(tmp_path, **overrides),
         train_dataset=TinyImages(), eval_dataset=TinyImages(seed=1), data_collator=default_data_collator,
-        compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k_predictions,
+        compute_metrics=load_metrics(DEFAULT_METRICS), preprocess_logits_for_metrics=top_k_predictions,
     )
     if trainer_cls is VitTrainer:
         kwargs["options"] = RunOptions(eval_transform=build_eval_transform(MEAN, STD))

@@ -1,8 +1,9 @@
 """python -m vit_hf.report OUTPUT_DIR [OTHER_DIR ...] [--plot FILE]
 
-Prints one column per run (final and best accuracy, top-5, wall time, images/s, steps, epochs, and the
-recipe keys whose values differ between the runs), read from each output_dir's recipe.yaml,
-trainer_state.json, eval_results.json and all_results.json; `--plot` overlays their curves.
+Prints one column per run (final and best accuracy, the other metrics of its evaluation.metrics: top-5,
+macro F1..., then wall time, images/s, steps, epochs, and the recipe keys whose values differ between the
+runs), read from each output_dir's recipe.yaml, trainer_state.json, eval_results.json and all_results.json;
+`--plot` overlays their curves.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 Written from what the run left in output_dir (recipe.yaml, eval_results.json, trainer_state.json,
 config.json, curves.png), so it says what was trained, on what, how well, on which hardware and
 within which budget, and how to load it. The YAML front matter is the Hub's metadata:
-`library_name`, `pipeline_tag`, `tags`, `datasets` (Hub datasets only), `metrics`, `base_model`
-(when fine-tuned from the Hub) and a `model-index` holding the accuracy.
+`library_name`, `pipeline_tag`, `tags`, `datasets` (Hub datasets only), `metrics` (the Hub ids of the
+run's metrics, where one computes the same), `base_model` (when fine-tuned from the Hub) and a
+`model-index` holding each metric of evaluation.metrics (type: that Hub id, with the arguments that make
+it the same, e.g. f1 with average: macro; name: vit_hf's).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..metrics import metric_info
 from ..outputs.runs import RunRecord, load_run
 from ..recipe.durations import format_duration
 
@@ -51,7 +54,7 @@ def card_data(run: RunRecord, model_name: str):
         pipeline_tag="image-classification",
         tags=TAGS,
         datasets=[_hub_id(dataset)] if _hub_id(dataset) else None,
-        metrics=["accuracy"],
+        metrics=hub_metric_ids(run),
         base_model=_hub_id(pretrained) if pretrained else None,
         eval_results=eval_results(run, dataset) or None,
     )
@@ -67,12 +70,19 @@ def eval_results(run: RunRecord, dataset: str) -> list:
         dataset_config=data.get("config"),
         dataset_split=data.get("eval_split"),
     )
-    metrics = [("accuracy", "Accuracy", run.accuracy), ("top_5_accuracy", "Top-5 Accuracy", run.top5_accuracy)]
-    return [
-        EvalResult(metric_type=kind, metric_name=name, metric_value=value, **where)
-        for kind, name, value in metrics
-        if value is not None
-    ]
+    results = []
+    for name in run.metric_names:
+        info, value = metric_info(name), run.metric_value(name)
+        if value is not None:
+            results.append(EvalResult(metric_type=info.card_type, metric_name=info.card_name,
+                                      metric_args=info.card_args, metric_value=value, **where))
+    return results
+
+
+def hub_metric_ids(run: RunRecord) -> list[str]:
+    """The Hub metrics that compute the run's metrics (the card's `metrics:`), each once."""
+    ids = [metric_info(name).card_type for name in run.metric_names if metric_info(name).on_hub]
+    return list(dict.fromkeys(ids))
 
 
 def _hub_id(name: str) -> str | None:
@@ -113,8 +123,8 @@ def _description(run: RunRecord) -> str:
 
 
 def _results_table(run: RunRecord) -> str:
-    rows = [("accuracy (top-1)", run.accuracy), ("top-5 accuracy", run.top5_accuracy),
-            ("eval loss", run.results.get("eval_loss"))]
+    rows = [(metric_info(name).label, run.metric_value(name)) for name in run.metric_names]
+    rows.append(("eval loss", run.results.get("eval_loss")))
     lines = ["| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in rows if value is not None]
     if run.best:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..metrics import DEFAULT_METRICS, REQUIRED_METRIC, metric_info, result_key
 from ..recipe.durations import format_duration
 from ..recipe.load import yaml_load
 
@@ -35,8 +36,12 @@ class RunRecord:
         return self.results.get("eval_accuracy")
 
     @property
-    def top5_accuracy(self) -> float | None:
-        return self.results.get("eval_top5_accuracy")
+    def metric_names(self) -> list[str]:
+        """The run's evaluation.metrics (a run from before that key computed the default ones)."""
+        return (self.recipe.get("evaluation") or {}).get("metrics") or list(DEFAULT_METRICS)
+
+    def metric_value(self, name: str) -> float | None:
+        return self.results.get(f"eval_{result_key(name)}")
 
     @property
     def best(self) -> tuple[float, int] | None:
@@ -99,7 +104,10 @@ def format_comparison(runs: list[RunRecord]) -> str:
     rows += [
         ["accuracy", *(number(run.accuracy) for run in runs)],
         ["best accuracy", *(number(run.best[0]) if run.best else "-" for run in runs)],
-        ["top-5 accuracy", *(number(run.top5_accuracy) for run in runs)],
+    ]
+    rows += [[metric_info(name).label, *(number(run.metric_value(name)) for run in runs)]
+             for name in other_metrics(runs)]
+    rows += [
         ["wall time", *(format_duration(run.wall_seconds) if run.wall_seconds else "-" for run in runs)],
         ["images/s", *(f"{run.images_per_second:,.0f}" if run.images_per_second else "-" for run in runs)],
         ["steps", *(str(run.global_step) if run.global_step is not None else "-" for run in runs)],
@@ -112,6 +120,12 @@ def format_comparison(runs: list[RunRecord]) -> str:
         rows += [[f"  {key}", *(_cell(values.get(key, "-")) for values in flat)] for key in differing]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def other_metrics(runs: list[RunRecord]) -> list[str]:
+    """The metrics besides accuracy that any of the runs computed, in the order their recipes list them."""
+    names = [name for run in runs for name in run.metric_names if name != REQUIRED_METRIC]
+    return list(dict.fromkeys(names))
 
 
 def run_names(runs: list[RunRecord]) -> list[str]:

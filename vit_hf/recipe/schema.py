@@ -3,7 +3,7 @@
 `training:` is not here: it is `transformers.TrainingArguments` verbatim (training_args.py). The help
 text of each field is what `python -m vit_hf.run --help` prints; a field's constraint sits beside it
 and is checked when its section is built. Checks across sections are in validate.py. Nothing here
-imports torch, transformers or the rest of vit_hf.
+imports torch, transformers or the rest of vit_hf but the metric registry (vit_hf/metrics: plain data).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Literal
 import yaml
 
 from ..errors import RecipeError
+from ..metrics import DEFAULT_METRICS, METRICS, REQUIRED_METRIC
 
 # ImageNet statistics: the usual choice for from-scratch training when the recipe names none.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -377,6 +378,20 @@ class ExtrasConfig(Section):
     )
 
 
+@dataclass
+class EvaluationConfig(Section):
+    name: ClassVar[str] = 'evaluation'
+
+    metrics: list[str] = _key(
+        DEFAULT_METRICS,
+        f"The metrics each evaluation computes, each an evaluate module, reported as eval_<name>: vit_hf's "
+        f"{', '.join(METRICS)} (shipped inside vit_hf: no network), or a Hub metric by its repository, owner/name "
+        f"(evaluate-metric/matthews_correlation: it scores the top-1 class; loaded when the run starts, from the "
+        f"Hub or, with HF_HUB_OFFLINE, from evaluate's module cache). '{REQUIRED_METRIC}' is always one of them; "
+        "training.metric_for_best_model may name any.",
+    )
+
+
 RESUME_HELP = (
     "Where training continues from: 'auto' (the newest complete checkpoint in training.output_dir, "
     "if any), 'never', 'hub' (the newest checkpoint pushed to training.hub_model_id), or a checkpoint "
@@ -419,6 +434,7 @@ SECTIONS: dict[str, type[Section]] = {
     "early_stopping": EarlyStoppingConfig,
     "budget": BudgetConfig,
     "extras": ExtrasConfig,
+    "evaluation": EvaluationConfig,
     "search": SearchConfig,
 }
 # Recipe keys that are values, not sections.
@@ -435,6 +451,7 @@ class Recipe:
     early_stopping: EarlyStoppingConfig
     budget: BudgetConfig
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)  # EMA, layer-wise LR decay, flip TTA, diagnostics
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)  # the metrics
     search: SearchConfig = field(default_factory=SearchConfig)  # used by --search (vit_hf.search)
     vit_config: dict[str, Any] = field(default_factory=dict)  # ViTConfig overrides from `model:`
     resume: str = "auto"  # see RESUME_HELP
@@ -451,6 +468,7 @@ class Recipe:
             "early_stopping": dataclasses.asdict(self.early_stopping),
             "budget": dataclasses.asdict(self.budget),
             "extras": dataclasses.asdict(self.extras),
+            "evaluation": dataclasses.asdict(self.evaluation),
             "resume": self.resume,
             # Only a recipe that defines a search carries the section (best_recipe.yaml does not).
             **({"search": dataclasses.asdict(self.search)} if self.search.space else {}),

@@ -30,7 +30,8 @@ FIXED_KEYS = {
     "model.pretrained": "its image size and normalization shape the data all trials share",
     "resume": "trials start from scratch",
 }
-FIXED_SECTIONS = {"budget": "search.time sets each trial's budget", "search": "it is the search itself"}
+FIXED_SECTIONS = {"budget": "search.time sets each trial's budget", "search": "it is the search itself",
+                  "evaluation": "every trial is scored the same way"}
 
 
 @dataclass(frozen=True)

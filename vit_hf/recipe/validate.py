@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 from ..errors import RecipeError
+from ..metrics import METRICS, REQUIRED_METRIC, is_hub_metric, result_key
 from .schema import BUDGET_SCHEDULES, PRESETS, ModelConfig, Recipe
 
 
@@ -83,6 +84,8 @@ def check_combinations(recipe: Recipe) -> None:
         raise RecipeError("model: set model.preset (vit-tiny, vit-small, vit-base) or model.pretrained "
                           "(Hub id or path)")
     _check_model_options(model, recipe.vit_config)
+    _check_metrics(recipe.evaluation.metrics)
+    _check_metric_for_best_model(training.get("metric_for_best_model"), recipe.evaluation.metrics)
     _check_best_model_checkpoints(training)
     if recipe.early_stopping.patience is not None and str(training.get("eval_strategy", "no")) == "no":
         raise RecipeError("early_stopping.patience needs evaluations: set training.eval_strategy to 'epoch' or "
@@ -95,6 +98,35 @@ def check_combinations(recipe: Recipe) -> None:
         raise RecipeError(
             "data.streaming: a stream has no length, so the run needs a limit: set training.max_steps or budget.time"
         )
+
+
+def _check_metrics(metrics: list[str]) -> None:
+    """evaluation.metrics: each one vit_hf's or a Hub repository's (owner/name), accuracy among them, none twice."""
+    for name in metrics:
+        if name not in METRICS and not is_hub_metric(name):
+            close = difflib.get_close_matches(name, list(METRICS), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            example = "matthews_correlation" if close else name
+            raise RecipeError(
+                f"evaluation.metrics: unknown metric {name!r}; {hint}vit_hf's metrics: {', '.join(METRICS)}; a metric "
+                f"from the Hub is named by its repository, owner/name (e.g. evaluate-metric/{example})"
+            )
+    keys = [result_key(name) for name in metrics]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise RecipeError(f"evaluation.metrics: {', '.join(twice)} would be reported twice (as eval_{twice[0]}); "
+                          "list each metric once")
+    if REQUIRED_METRIC not in metrics:
+        raise RecipeError(f"evaluation.metrics: {metrics!r} lacks {REQUIRED_METRIC!r}; add it: the summary, the "
+                          f"report, the model card and --search rank runs by eval_{REQUIRED_METRIC}")
+
+
+def _check_metric_for_best_model(best: str | None, metrics: list[str]) -> None:
+    """The Trainer ranks evaluations by metrics[eval_<metric_for_best_model>]: it must be one that is computed."""
+    keys = ["loss", *(result_key(name) for name in metrics)]
+    if best is not None and best.removeprefix("eval_") not in keys:
+        raise RecipeError(f"training.metric_for_best_model: {best!r} is not computed; name one of {', '.join(keys)} "
+                          "(evaluation.metrics lists the metrics)")
 
 
 def _check_best_model_checkpoints(training: dict[str, Any]) -> None:

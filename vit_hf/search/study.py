@@ -37,6 +37,7 @@ from ..training.build import (
     with_loader_settings,
 )
 from ..training.ema import WeightEma
+from ..training.metrics import EvaluationMetrics, load_metrics
 from ..training.schedule import lr_shape_from_args
 from ..training.stopping import NonFiniteGuard
 from ..training.train import write_recipe
@@ -70,6 +71,7 @@ def search(recipe: Recipe, started_at: float | None = None, clock=time.monotonic
     if args.world_size > 1:
         raise RecipeError("--search runs its trials in one process: launch it with python -m vit_hf.run, not "
                           "torchrun or accelerate launch (those are for the final run, best_recipe.yaml)")
+    metrics = load_metrics(plan.base.evaluation.metrics)  # every trial's: a search cannot change them
     write_recipe(recipe, args)
     set_seed(args.seed)
     shared = SharedData.load(plan.base, args)
@@ -81,7 +83,7 @@ def search(recipe: Recipe, started_at: float | None = None, clock=time.monotonic
                                 pruner=pruner)
     for _ in range(cfg.n_trials):
         trial = study.ask()
-        score = run_trial(trial, plan, shared, budgets, Path(args.output_dir))
+        score = run_trial(trial, plan, shared, metrics, budgets, Path(args.output_dir))
         if score is None:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
@@ -108,7 +110,8 @@ class SharedData:
         return cls(splits, data, prep, loader)
 
 
-def run_trial(trial, plan: "TrialPlan", shared: SharedData, budgets: "TrialBudgets", out: Path) -> float | None:
+def run_trial(trial, plan: "TrialPlan", shared: SharedData, metrics: EvaluationMetrics, budgets: "TrialBudgets",
+              out: Path) -> float | None:
     """One trial: the recipe with its values, trained and evaluated; its score, or None when pruned."""
     import optuna
 
@@ -123,9 +126,9 @@ def run_trial(trial, plan: "TrialPlan", shared: SharedData, budgets: "TrialBudge
     budgeting = budget_callback(budget, args, shared.splits.eval_images, model, shared.splits.train) if budget \
         else None
     callbacks = [early_stopping(recipe), budgeting, ema, guard, TrialReport(trial)]
+    options = run_options(recipe, shared.prep, model, len(shared.splits.label_names), args.label_smoothing_factor)
     trainer = make_trainer(
-        model, args, shared.prep, run_options(recipe, shared.prep, model, len(shared.splits.label_names),
-                                              args.label_smoothing_factor),
+        model, args, shared.prep, metrics, options,
         train_dataset=shared.data.train, eval_dataset=shared.data.eval,
         callbacks=[c for c in callbacks if c is not None], budget=budget,
         lr_shape=lr_shape_from_args(args) if budget else None, ema=ema, guard=guard,

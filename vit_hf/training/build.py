@@ -31,7 +31,7 @@ from .budget import BudgetCallback, ReserveEstimate, TimeBudget, measure_eval_se
 from .checkpoints import CheckpointCallback, resolve_save_every
 from .distributed import StopStepReport
 from .ema import WeightEma
-from .metrics import compute_metrics, top_k_predictions
+from .metrics import EvaluationMetrics, top_k_predictions
 from .monitor import RunMonitor, images_per_step, use_budget_progress_bar
 from .schedule import lr_shape_from_args
 from .steps import StepClock
@@ -127,15 +127,16 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
     )
 
 
-def make_trainer(model, args, prep: Preprocessing, options: RunOptions | None = None, **kwargs) -> VitTrainer:
-    """A VitTrainer with vit_hf's data collator, metrics and image processor; shared with evaluation and the
-    search. `options` default to evaluation's: normalization only."""
+def make_trainer(model, args, prep: Preprocessing, metrics: EvaluationMetrics, options: RunOptions | None = None,
+                 **kwargs) -> VitTrainer:
+    """A VitTrainer with vit_hf's data collator, the run's metrics (training.metrics.load_metrics) and image
+    processor; shared with evaluation and the search. `options` default to evaluation's: normalization only."""
     kwargs.setdefault("data_collator", batch_collator)
     return VitTrainer(
         model=model,
         args=args,
         processing_class=image_processor_for(prep.image_size, prep.crop_pct, prep.mean, prep.std),
-        compute_metrics=compute_metrics,
+        compute_metrics=metrics,
         preprocess_logits_for_metrics=top_k_predictions,
         options=options or RunOptions(eval_transform=build_eval_transform(prep.mean, prep.std)),
         **kwargs,
@@ -155,8 +156,8 @@ class Run:
     save_every: float | None
 
 
-def build_run(recipe: Recipe, args, model, splits, data, prep: Preprocessing, budget: TimeBudget | None,
-              started_at: float, clock=time.monotonic) -> Run:
+def build_run(recipe: Recipe, args, model, splits, data, prep: Preprocessing, metrics: EvaluationMetrics,
+              budget: TimeBudget | None, started_at: float, clock=time.monotonic) -> Run:
     """The trainer and its callbacks, all in one list; the budget's reserve timed before the first step."""
     save_every = resolve_save_every(recipe.budget.save_every, recipe.budget.time)
     signals = GracefulStop()
@@ -179,9 +180,9 @@ def build_run(recipe: Recipe, args, model, splits, data, prep: Preprocessing, bu
         sync_check,  # last: it reads the step's final control flags
     ]
     channels_last = use_channels_last(model, args.device)
+    options = run_options(recipe, prep, model, len(splits.label_names), args.label_smoothing_factor, channels_last)
     trainer = make_trainer(
-        model, args, prep, run_options(recipe, prep, model, len(splits.label_names), args.label_smoothing_factor,
-                                       channels_last),
+        model, args, prep, metrics, options,
         train_dataset=data.train, eval_dataset=data.eval, callbacks=[c for c in callbacks if c is not None],
         budget=budget, lr_shape=lr_shape_from_args(args) if budget else None, monitor=monitor, ema=ema, guard=guard,
         hub=HubPusher(),

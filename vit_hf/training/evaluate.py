@@ -22,6 +22,7 @@ from ..recipe.schema import Recipe
 from ..recipe.training_args import training_arguments
 from .batches import RunOptions
 from .build import make_trainer, with_loader_settings
+from .metrics import load_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def evaluate_only(recipe: Recipe) -> dict[str, float]:
     if not recipe.model.pretrained:
         raise RecipeError("--eval-only evaluates model.pretrained: pass --model.pretrained PATH_OR_HUB_ID")
     args = training_arguments(recipe)
+    metrics = load_metrics(recipe.evaluation.metrics)
     splits = load_splits(recipe.data, args.seed, need_train=False)
     model = load_for_evaluation(recipe.model)
     to_model_ids = label_mapping(splits.label_names, model.config.id2label)
@@ -41,7 +43,8 @@ def evaluate_only(recipe: Recipe) -> dict[str, float]:
     eval_set = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args).eval
     options = RunOptions(eval_transform=build_eval_transform(prep.mean, prep.std),
                          eval_flip_tta=recipe.extras.eval_flip_tta)
-    trainer = make_trainer(model, args, prep, options, eval_dataset=eval_set, data_collator=RemapLabels(to_model_ids))
+    trainer = make_trainer(model, args, prep, metrics, options, eval_dataset=eval_set,
+                           data_collator=RemapLabels(to_model_ids))
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics, combined=False)

@@ -26,6 +26,7 @@ from ..recipe.schema import Recipe
 from ..recipe.training_args import training_arguments
 from .build import Run, build_run, make_budget, with_loader_settings
 from .checkpoints import guarded_final_save
+from .metrics import load_metrics
 from .monitor import images_per_step
 from .resume import resolve_checkpoint
 from .stopping import train_guarded
@@ -37,6 +38,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     """Train as the recipe says; returns the final evaluation metrics ({} when stopped by a signal)."""
     started_at = clock() if started_at is None else started_at
     args = training_arguments(recipe)
+    metrics = load_metrics(recipe.evaluation.metrics)  # a Hub metric that cannot be loaded fails here, before the data
     checkpoint = resolve_checkpoint(recipe.resume, args)  # before the data: a bad path fails early
     write_recipe(recipe, args)
     set_seed(args.seed)
@@ -47,7 +49,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     args = with_loader_settings(args, loader.settings, recipe.training)  # workers, pinning: what the store needs
     data = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
     budget = make_budget(recipe, started_at, clock, checkpoint)
-    run = build_run(recipe, args, model, splits, data, prep, budget, started_at, clock)
+    run = build_run(recipe, args, model, splits, data, prep, metrics, budget, started_at, clock)
     log_plan(recipe, args, run, splits, prep, checkpoint)
     with run.signals:
         train_guarded(run, checkpoint)  # NaN: exit 4, a checkpoint kept; a failed save: exit 5
@@ -140,7 +142,8 @@ def finish(trainer, args, monitor) -> dict[str, float]:
         logger.info("budget: the final evaluation and save took %.1f s (%.1f s were kept for them); %.1f s of the "
                     "budget left", time.monotonic() - final_phase_start, trainer.budget.reserve,
                     trainer.budget.remaining())
-    logger.info("\n%s", format_summary(metrics, trainer.state, monitor.timing, args.output_dir, trainer.budget))
+    logger.info("\n%s", format_summary(metrics, trainer.state, monitor.timing, args.output_dir, trainer.budget,
+                                       trainer.compute_metrics.names))
     if args.push_to_hub:
         trainer.hub.push_at_end(trainer, trainer.budget)
     return metrics

@@ -60,3 +60,23 @@ def test_a_local_dataset_is_not_claimed_as_a_hub_dataset(tmp_path):
 def test_a_card_is_written_even_before_the_run_left_anything(tmp_path):
     card = ModelCard.load(write_model_card(tmp_path, model_id="someone/empty"))
     assert card.data.library_name == "transformers" and card.data.eval_results is None
+
+
+def test_every_metric_of_the_run_is_a_model_index_metric_typed_by_the_hub_metric_that_computes_it(tmp_path):
+    metrics = ["accuracy", "top5_accuracy", "f1_macro", "recall_macro", "evaluate-metric/matthews_correlation"]
+    (tmp_path / "recipe.yaml").write_text(
+        recipe_from_dict({"data": {"dataset": "uoft-cs/cifar10"}, "evaluation": {"metrics": metrics}}).to_yaml())
+    results = {"eval_accuracy": 0.75, "eval_top5_accuracy": 0.95, "eval_f1_macro": 0.7, "eval_recall_macro": 0.72,
+                "eval_matthews_correlation": 0.6}
+    (tmp_path / "eval_results.json").write_text(json.dumps(results))
+    card = ModelCard.load(write_model_card(tmp_path, model_id="someone/run"))
+    entries = {r.metric_type: (r.metric_name, r.metric_args, r.metric_value) for r in card.data.eval_results}
+    assert entries == {
+        "accuracy": ("Accuracy", None, 0.75),
+        "top_5_accuracy": ("Top-5 Accuracy", None, 0.95),
+        "f1": ("F1 (macro)", {"average": "macro"}, 0.7),
+        "recall": ("Recall (macro)", {"average": "macro"}, 0.72),
+        "matthews_correlation": ("matthews_correlation", None, 0.6),
+    }
+    assert card.data.metrics == ["accuracy", "f1", "recall", "matthews_correlation"]  # Hub metric ids only
+    assert "| F1 (macro) | 0.7000 |" in card.text and "| matthews_correlation | 0.6000 |" in card.text

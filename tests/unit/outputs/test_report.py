@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from tests.helpers.trainers import finished_run
 from vit_hf.cli.report import main
 from vit_hf.outputs.runs import differing_recipe_keys
 from vit_hf.outputs.summary import format_summary
+from vit_hf.recipe.load import recipe_from_dict
 from vit_hf.recipe.training_args import default_report_to
 from vit_hf.training.budget import TimeBudget
 
@@ -89,3 +91,21 @@ def test_the_report_to_default_is_tensorboard_where_installed_and_the_trainer_ac
     trainer = make(VitTrainer, tmp_path, report_to=default_report_to())
     integrations = [type(cb).__name__ for cb in trainer.callback_handler.callbacks]
     assert ("TensorBoardCallback" in integrations) == installed
+
+
+def test_the_report_and_the_summary_show_every_metric_of_the_runs(finished, tmp_path, capsys):
+    path, trainer, monitor, _ = finished
+    other = tmp_path / "with_f1"
+    other.mkdir()
+    names = ["accuracy", "f1_macro", "evaluate-metric/matthews_correlation"]
+    (other / "recipe.yaml").write_text(recipe_from_dict({"data": {"dataset": "x"},
+                                                         "evaluation": {"metrics": names}}).to_yaml())
+    results = {"eval_accuracy": 0.5, "eval_f1_macro": 0.4321, "eval_matthews_correlation": 0.25}
+    (other / "eval_results.json").write_text(json.dumps(results))
+    assert main([str(path), str(other)]) == 0
+    rows = {line.split("  ")[0]: line.split()[-2:] for line in capsys.readouterr().out.splitlines()}
+    assert rows["top-5 accuracy"][1] == "-" and rows["F1 (macro)"] == ["-", "0.4321"]
+    assert rows["matthews_correlation"] == ["-", "0.2500"]
+    summary = format_summary(results, trainer.state, monitor.timing, other, metric_names=names)
+    assert "metrics   F1 (macro) 0.4321 | matthews_correlation 0.2500" in summary
+    assert "metrics " not in format_summary(results, trainer.state, monitor.timing, other)  # the default metrics

@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers import ROOT
 from vit_hf.errors import RecipeError
+from vit_hf.metrics import METRICS
 from vit_hf.recipe.load import load_recipe, parse_overrides, recipe_from_dict
 from vit_hf.recipe.training_args import build_training_arguments
 
@@ -178,3 +179,42 @@ def test_cli_help_lists_every_key_with_default():
                 "training.learning_rate", "training.remove_unused_columns *"):
         assert key in result.stdout
     assert "default 'random_resized'" in result.stdout
+
+
+def test_evaluation_metrics_default_to_accuracy_and_top5_and_round_trip():
+    recipe = recipe_from_dict(minimal())
+    assert recipe.evaluation.metrics == ["accuracy", "top5_accuracy"]
+    assert recipe.to_dict()["evaluation"] == {"metrics": ["accuracy", "top5_accuracy"]}
+
+
+def test_a_misspelt_metric_ends_the_command_with_the_closest_and_every_known_one(tmp_path, capsys):
+    from vit_hf.cli.run import main
+
+    path = write(tmp_path, minimal(evaluation={"metrics": ["accuracy", "f1_marco"]}))
+    assert main([str(path)]) == 2
+    message = capsys.readouterr().err
+    assert "evaluation.metrics: unknown metric 'f1_marco'; did you mean 'f1_macro'?" in message
+    assert all(name in message for name in METRICS)
+
+
+def test_a_hub_metric_is_named_by_its_repository_and_loaded_when_the_run_starts():
+    message = error_of(minimal(evaluation={"metrics": ["accuracy", "matthews_correlation"]}))
+    assert "unknown metric 'matthews_correlation'" in message and "evaluate-metric/matthews_correlation" in message
+    recipe = recipe_from_dict(minimal(evaluation={"metrics": ["accuracy", "evaluate-metric/matthews_correlation"]},
+                                      training={"metric_for_best_model": "matthews_correlation"}))
+    assert recipe.evaluation.metrics[1] == "evaluate-metric/matthews_correlation"
+
+
+def test_the_metrics_hold_accuracy_once_each_and_metric_for_best_model_names_one_of_them():
+    assert "lacks 'accuracy'" in error_of(minimal(evaluation={"metrics": ["f1_macro"]}))
+    assert "reported twice" in error_of(minimal(evaluation={"metrics": ["accuracy", "evaluate-metric/accuracy"]}))
+    message = error_of(minimal(training={"metric_for_best_model": "f1_macro"}))  # not among the default metrics
+    assert "training.metric_for_best_model: 'f1_macro' is not computed" in message and "top5_accuracy" in message
+    chosen = {"metrics": ["accuracy", "f1_macro"]}
+    for best in ("f1_macro", "eval_f1_macro", "loss", "accuracy"):
+        recipe_from_dict(minimal(evaluation=chosen, training={"metric_for_best_model": best}))
+
+
+def test_the_metrics_are_not_searchable():
+    space = {"evaluation.metrics": {"type": "categorical", "choices": ["accuracy"]}}
+    assert "every trial is scored the same way" in error_of(minimal(search={"space": space}))

@@ -17,13 +17,14 @@ from tests.helpers.trainers import MEAN, STD, TinyImages, arguments, scramble
 from vit_hf.augment.transform import build_eval_transform
 from vit_hf.cli.run import main
 from vit_hf.errors import RecipeError
+from vit_hf.metrics import DEFAULT_METRICS
 from vit_hf.modeling.build import build_model
 from vit_hf.recipe.help import help_text
 from vit_hf.recipe.load import recipe_from_dict
 from vit_hf.recipe.schema import ModelConfig
 from vit_hf.training.batches import RunOptions
 from vit_hf.training.ema import EMA_FILE, WeightEma
-from vit_hf.training.metrics import compute_metrics, top_k_predictions
+from vit_hf.training.metrics import load_metrics, top_k_predictions
 from vit_hf.training.trainer import VitTrainer
 
 
@@ -33,7 +34,7 @@ def make(tmp_path, model=None, callbacks=(), trainer_options=None, **overrides) 
     return VitTrainer(
         model=model or ViTForImageClassification(tiny_vit_config()), args=arguments(tmp_path, **overrides),
         train_dataset=TinyImages(), eval_dataset=TinyImages(seed=1), data_collator=default_data_collator,
-        compute_metrics=compute_metrics, preprocess_logits_for_metrics=top_k_predictions, options=options,
+        compute_metrics=load_metrics(DEFAULT_METRICS), preprocess_logits_for_metrics=top_k_predictions, options=options,
         callbacks=list(callbacks), ema=next((c for c in callbacks if isinstance(c, WeightEma)), None),
     )
 
