@@ -138,9 +138,13 @@ def new_classifier(model, num_labels: int) -> None:
 
 
 def new_timm_head(model, num_labels: int) -> None:
-    """timm's own reset_classifier, then TimmWrapper's initialization of the new head (as for a missing one)."""
+    """timm's own reset_classifier, then TimmWrapper's initialization of the new head (as for a missing one).
+
+    The config's label_names too: TimmWrapperConfig keeps the checkpoint's as an attribute, and its to_dict
+    writes id2label's names only with setdefault, so the saved config.json would name the checkpoint's labels."""
     model.timm_model.reset_classifier(num_labels)
     model.initialize_weights()
+    model.config.label_names = [model.config.id2label[i] for i in range(num_labels)]
 
 
 # Weight decay ------------------------------------------------------------------------------------------

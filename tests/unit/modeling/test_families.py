@@ -9,6 +9,7 @@ stochastic depth. The timm tests run where timm imports (it needs torchvision) a
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -311,8 +312,10 @@ def test_drop_path_hooks_every_familys_residual_branches_and_turns_its_own_off(k
 # timm, where it imports ------------------------------------------------------------------------------------
 
 
-def test_timm_head_backbone_and_label_maps(timm_checkpoint):
+def test_timm_head_backbone_and_label_maps(timm_checkpoint, tmp_path):
     model = fine_tuned(timm_checkpoint)
+    model.save_pretrained(tmp_path)  # TimmWrapperConfig saves label names, not id2label
+    assert json.loads((tmp_path / "config.json").read_text())["label_names"] == LABELS
     saved = AutoModelForImageClassification.from_pretrained(timm_checkpoint.path)
     assert type(model).__name__ == CLASS_NAMES["timm_vit"] and model.config.id2label == dict(enumerate(LABELS))
     head = {f"timm_model.{name}" for name, _ in model.timm_model.get_classifier().named_parameters(prefix="head")}
