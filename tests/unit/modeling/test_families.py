@@ -22,7 +22,13 @@ from tests.helpers.datagen import CLASSES
 from tests.helpers.models import CHECKPOINT_LABELS, save_checkpoint
 from vit_hf.errors import RecipeError
 from vit_hf.modeling.build import load_pretrained
-from vit_hf.modeling.families import FAMILIES, family_of, timm_pretrained_cfg
+from vit_hf.modeling.families import (
+    FAMILIES,
+    check_progressive_resizing,
+    family_of,
+    resize_position_information,
+    timm_pretrained_cfg,
+)
 from vit_hf.modeling.preprocessing import Preprocessing, pretrained_preprocessing, processor_preprocessing
 from vit_hf.recipe.schema import ModelConfig
 from vit_hf.training.optim import decay_parameter_names, layer_decay_groups, layer_index
@@ -174,6 +180,30 @@ def test_a_family_vit_hf_does_not_know_cannot_be_resized_and_says_what_works(tmp
                                           r"'swin'; use data.image_size 16"):
         fine_tuned(checkpoint, image_size=24)
     assert fine_tuned(checkpoint, image_size=16).classifier.out_features == 3  # at its own size it fine-tunes
+
+
+def timm_stand_in(**timm_model):
+    """A TimmWrapper model as far as resizing reads it (the real one needs timm): config and patch embedding."""
+    from transformers import TimmWrapperConfig
+
+    patch_embed = SimpleNamespace(img_size=(16, 16), patch_size=(4, 4))
+    return SimpleNamespace(config=TimmWrapperConfig(architecture="vit_tiny_patch16_224"),
+                           timm_model=SimpleNamespace(patch_embed=patch_embed, **timm_model))
+
+
+def test_a_timm_model_without_set_input_size_is_a_recipe_error_before_training():
+    with pytest.raises(RecipeError, match="data.image_size: 24 differs from the checkpoint's 16, and timm's "
+                                          "vit_tiny_patch16_224 has no set_input_size.*use data.image_size 16"):
+        resize_position_information(timm_stand_in(), 24)
+    resize_position_information(timm_stand_in(), 16)  # at its own size nothing is resized
+
+
+def test_progressive_resizing_is_a_recipe_error_for_timm_only(checkpoints):
+    with pytest.raises(RecipeError, match="data.progressive_start_size: a timm model's forward takes no "
+                                          "interpolate_pos_encoding flag"):
+        check_progressive_resizing(timm_stand_in())
+    for kind in KINDS:
+        check_progressive_resizing(fine_tuned(checkpoints[kind]))
 
 
 # 3. Layer-wise learning-rate decay ---------------------------------------------------------------------
