@@ -84,7 +84,8 @@ def resize_beit(model, image_size: int) -> None:
 
     if model.base_model.embeddings.position_embeddings is not None:
         resize_absolute(model, image_size)
-    record_grid(model, image_size)
+    else:
+        record_grid(model, image_size)
     for module in model.modules():
         if isinstance(module, BeitRelativePositionBias):
             resize_relative_bias(module, image_size // model.config.patch_size)
@@ -282,7 +283,7 @@ def resize_position_information(model, image_size: int) -> None:
                 f"{current}"
             )
         return
-    current, patch = family.image_size(model), family.patch_size(model)
+    current = family.image_size(model)
     if current is None or current == image_size:
         return
     if not isinstance(current, int):
@@ -290,6 +291,7 @@ def resize_position_information(model, image_size: int) -> None:
             f"data.image_size: {image_size} is square, but the {family.name} checkpoint's position embeddings are for "
             f"{current[0]} x {current[1]} px, which vit_hf does not resample; use a square checkpoint"
         )
+    patch = family.patch_size(model)
     if image_size % patch:
         nearest = sorted({max(patch, image_size - image_size % patch), image_size - image_size % patch + patch})
         raise RecipeError(
