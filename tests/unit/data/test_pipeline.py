@@ -24,7 +24,7 @@ def args(tmp_path, **values) -> TrainingArguments:
     return TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", **values)
 
 
-@pytest.mark.parametrize("kind", ["device", "memory"])
+@pytest.mark.parametrize("kind", ["device", "memory", "mmap"])
 def test_a_gather_store_on_cuda_gets_no_workers_and_never_pins_device_batches(kind):
     # torch's DataLoader pins every batch when pin_memory is on, and pinning a CUDA tensor raises; with
     # 0 workers, persistent_workers and prefetch_factor raise too.
@@ -32,21 +32,20 @@ def test_a_gather_store_on_cuda_gets_no_workers_and_never_pins_device_batches(ki
                             explicit=frozenset({"num_workers", "persistent_workers", "prefetch_factor"}))
     settings, notes = loader_settings(kind, CUDA, request)
     assert settings.num_workers == 0 and not settings.persistent_workers and settings.prefetch_factor is None
-    assert settings.pin_memory is (kind == "memory")  # host batches pinned, device batches never
+    assert settings.pin_memory is (kind != "device")  # host batches pinned, device batches never
     assert settings.non_blocking
     assert any("dataloader_num_workers 4 -> 0" in note for note in notes)
 
 
-def test_worker_stores_keep_their_workers_alive_and_pin_on_cuda_only():
+def test_decoding_workers_stay_alive_and_pin_on_cuda_only():
     request = LoaderRequest(num_workers=3, prefetch_factor=4)
-    for kind in ("mmap", "decode"):
-        on_gpu, _ = loader_settings(kind, CUDA, request)
-        assert (on_gpu.num_workers, on_gpu.persistent_workers, on_gpu.prefetch_factor) == (3, True, 4)
-        assert on_gpu.pin_memory
-        on_cpu, _ = loader_settings(kind, torch.device("cpu"), request)
-        assert not on_cpu.pin_memory and not on_cpu.non_blocking
+    on_gpu, _ = loader_settings("decode", CUDA, request)
+    assert (on_gpu.num_workers, on_gpu.persistent_workers, on_gpu.prefetch_factor) == (3, True, 4)
+    assert on_gpu.pin_memory
+    on_cpu, _ = loader_settings("decode", torch.device("cpu"), request)
+    assert not on_cpu.pin_memory and not on_cpu.non_blocking
     asked_off = LoaderRequest(num_workers=3, persistent_workers=False, explicit=frozenset({"persistent_workers"}))
-    assert not loader_settings("mmap", CUDA, asked_off)[0].persistent_workers  # the recipe's explicit value wins
+    assert not loader_settings("decode", CUDA, asked_off)[0].persistent_workers  # the recipe's explicit value wins
 
 
 def test_a_lone_stream_is_not_dispatched_by_accelerate():
