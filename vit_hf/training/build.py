@@ -121,6 +121,7 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
         mixing=build_mixing(data, num_labels, label_smoothing),
         resolution=build_resolution_schedule(data.progressive_start_size, data.progressive_ramp, prep.image_size,
                                              getattr(model.config, "patch_size", 1), data.progressive_sizes),
+        image_size=prep.image_size,
         layer_decay=recipe.extras.layer_decay,
         eval_flip_tta=recipe.extras.eval_flip_tta,
         channels_last=channels_last,
