@@ -32,6 +32,9 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import torch
+from datasets.features.features import Array3DExtensionType
 from datasets.utils.tqdm import tqdm
 from filelock import FileLock
 
@@ -231,20 +234,33 @@ def _build_shard(task) -> int:
     return len(shard)
 
 
-def _decode_rows(batch: dict, decoding: Decoding, on_bad_image: str) -> dict:
+def _decode_rows(batch: dict, decoding: Decoding, on_bad_image: str) -> pa.Table:
     """Batched map: decoded pixels for the good images; bad ones dropped (skip) or an error (raise)."""
-    pixels, labels = [], []
+    pixels = np.empty((len(batch["image"]), 3, decoding.size, decoding.size), np.uint8)
+    labels = []
     for image, label in zip(batch["image"], batch["label"]):
         try:
-            pixels.append(decoding(image).numpy())
+            decoding.into(image, torch.from_numpy(pixels[len(labels)]))
         except DataError:
             if on_bad_image == "raise":
                 raise
             logger.warning("skipping an image that cannot be decoded: %s", _name_of(image))
             continue
         labels.append(label)
-    empty = np.zeros((0, 3, decoding.size, decoding.size), np.uint8)
-    return {"pixels": np.stack(pixels) if pixels else empty, "label": labels}
+    return pa.table({"pixels": _array3d(pixels[:len(labels)]), "label": pa.array(labels, pa.int64())})
+
+
+def _array3d(pixels: np.ndarray) -> pa.ExtensionArray:
+    """uint8 [B, C, H, W] as datasets' Array3D column, on the batch's own buffer.
+
+    The gap filled: datasets converts a numpy batch by flattening it and building the lists from the copy
+    (features.numpy_to_pyarrow_listarray; 0.08 ms an image at 176 px here, a quarter of the write). Array3D's
+    storage is three levels of list offsets (int32) over the values: built here without copying them."""
+    batch, channels, height, width = pixels.shape
+    values = pa.array(pixels.reshape(-1))  # a view of a contiguous array: zero-copy
+    for count, step in ((batch * channels * height, width), (batch * channels, height), (batch, channels)):
+        values = pa.ListArray.from_arrays(pa.array(np.arange(0, count * step + 1, step, dtype=np.int32)), values)
+    return pa.ExtensionArray.from_storage(Array3DExtensionType((channels, height, width), "uint8"), values)
 
 
 def _read_shards(plan: CachePlan) -> datasets.Dataset:

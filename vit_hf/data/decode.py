@@ -66,6 +66,10 @@ class Decoding:
     def __call__(self, img: Image.Image | dict | str) -> torch.Tensor:
         return decode_image(img, self.size, self.crop_pct, reduced=self.reduced, max_pixels=self.max_pixels)
 
+    def into(self, img: Image.Image | dict | str, out: torch.Tensor) -> None:
+        """decode_image's pixels written into `out` (uint8 [3, size, size]), one copy fewer: a batch's row."""
+        out.copy_(_decoded_view(img, self.size, self.crop_pct, self.reduced, self.max_pixels))
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB: transparency composited on white, 16-bit and float images scaled (not clipped) to 0-255."""
@@ -155,6 +159,12 @@ def decode_image(
     applied, as datasets does). `reduced`: a JPEG at least twice the resized size is decoded at 1/2, 1/4 or 1/8
     scale (see _draft). An image that would decode to more than `max_pixels` pixels is refused before
     decoding. Raises BadImage, naming the file, when it cannot be decoded or converted to RGB."""
+    return _decoded_view(img, size, crop_pct, reduced, max_pixels).contiguous()
+
+
+def _decoded_view(img: Image.Image | dict | str, size: int, crop_pct: float, reduced: bool,
+                  max_pixels: int) -> torch.Tensor:
+    """decode_image's pixels, as a view into the resized image (its center crop)."""
     opened_here = not isinstance(img, Image.Image)
     name = image_name(img)
     if opened_here:
@@ -230,7 +240,7 @@ def _resize_and_crop(img: Image.Image, extent: tuple[float, float], resized: tup
     JPEG covers `extent` (fractional) in its pixels, so the scale is given, not the output size; it is nudged
     up by 1e-9 so that float rounding never drops the last row (a shift of under a millionth of a pixel)."""
     # HWC viewed as CHW: channels-last strides, which torch's uint8 resampling kernels work on directly.
-    pixels = torch.from_numpy(np.array(img)).permute(2, 0, 1).unsqueeze(0)
+    pixels = _as_tensor(img).permute(2, 0, 1).unsqueeze(0)
     height, width = pixels.shape[-2:]
     if (width, height) != (extent[0], extent[1]):
         scale = (resized[1] / extent[1] * (1 + 1e-9), resized[0] / extent[0] * (1 + 1e-9))
@@ -240,7 +250,17 @@ def _resize_and_crop(img: Image.Image, extent: tuple[float, float], resized: tup
         pixels = F.interpolate(pixels, size=(resized[1], resized[0]), mode="bicubic", antialias=True)
     # The image processor's center crop: offsets rounded down.
     left, top = (resized[0] - size) // 2, (resized[1] - size) // 2
-    return pixels[0, :, top:top + size, left:left + size].contiguous()
+    return pixels[0, :, top:top + size, left:left + size]
+
+
+def _as_tensor(img: Image.Image) -> torch.Tensor:
+    """uint8 [H, W, 3] over one copy of the image's pixels (np.array would make a second one).
+
+    The array numpy makes from Pillow's bytes is read-only; nothing writes to it (resizing and cropping make
+    new tensors), so torch's warning about that is silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.asarray(img))
 
 
 def attach_decoding(
