@@ -278,9 +278,13 @@ def attach_decoding(
     decoding = size if isinstance(size, Decoding) else Decoding(size, crop_pct)
     ds = undecoded(ds)
     if isinstance(ds, datasets.IterableDataset):
-        decode = BatchDecoder(decoding, on_bad_image, never_empty=False)
-        return ds.map(decode, batched=True, batch_size=STREAM_DECODE_BATCH, remove_columns=["image", "label"])
+        return stream_decoded(ds, BatchDecoder(decoding, on_bad_image, never_empty=False))
     return ds.with_transform(BatchDecoder(decoding, on_bad_image, never_empty=True))
+
+
+def stream_decoded(ds: datasets.IterableDataset, decoder: BatchDecoder) -> datasets.IterableDataset:
+    """The stream decoded by `decoder`, lazily, in small batches (a batched map may return fewer rows)."""
+    return undecoded(ds).map(decoder, batched=True, batch_size=STREAM_DECODE_BATCH, remove_columns=["image", "label"])
 
 
 def undecoded(ds: datasets.Dataset | datasets.IterableDataset) -> datasets.Dataset | datasets.IterableDataset:
@@ -297,15 +301,21 @@ class BatchDecoder:
 
     never_empty: a batch whose every image is bad is replaced by the last good item this process
     decoded (a duplicate), as a map-style loader needs at least one item per batch; a process that has
-    decoded none yet stops with BadImage (the data is then more bad than good)."""
+    decoded none yet stops with BadImage (the data is then more bad than good).
+    skip_rows: rows to drop undecoded before decoding any (a resumed stream's, stream_resume.py)."""
 
     def __init__(self, decoding: Decoding, on_bad_image: str, never_empty: bool):
         self.decoding = decoding
         self.on_bad_image, self.never_empty = on_bad_image, never_empty
+        self.skip_rows = 0
         self.skipped = 0
         self._last_good: tuple[torch.Tensor, int] | None = None
 
     def __call__(self, batch: dict) -> dict:
+        if self.skip_rows:
+            dropped = min(self.skip_rows, len(batch["label"]))
+            self.skip_rows -= dropped
+            batch = {key: values[dropped:] for key, values in batch.items()}
         # Lists of tensors, not a stacked one: datasets hands out items one by one, and the collator stacks.
         pixels, labels, first_error = [], [], None
         for image, label in zip(batch["image"], batch["label"]):

@@ -23,8 +23,9 @@ import torch
 
 from ..recipe.schema import DataConfig
 from .cache import build_cache, check_disk_space, plan_cache
-from .decode import Decoding, attach_decoding
+from .decode import BatchDecoder, Decoding, attach_decoding, stream_decoded
 from .loaders import LoaderChoice, LoaderRequest, choose_loader, make_store
+from .stream_resume import ResumableStream
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,10 @@ def prepare(cfg: DataConfig, splits, image_size: int, crop_pct: float, choice: L
     """Train (when splits.train is set) and eval datasets yielding {"pixel_values": uint8, "labels"}."""
     decodings = (train_decoding(cfg, image_size), eval_decoding(cfg, image_size, crop_pct))
     if choice.kind == "decode":
-        train = _decoding(_shuffled_stream(splits.train, cfg, args.seed), decodings[0], cfg.on_bad_image)
+        if isinstance(splits.train, datasets.IterableDataset):
+            train = _training_stream(splits.train, decodings[0], cfg, args)
+        else:  # map-style decoding (data.loader: decode): the Trainer's sampler shuffles
+            train = _decoding(splits.train, decodings[0], cfg.on_bad_image)
         return Prepared(train, _decoding(splits.eval, decodings[1], cfg.on_bad_image), choice)
 
     with args.main_process_first(desc="decode-once cache"):  # DDP: rank 0 builds, the others read
@@ -96,15 +100,17 @@ def prepare(cfg: DataConfig, splits, image_size: int, crop_pct: float, choice: L
     return Prepared(stores.get("train"), stores["eval"], choice)
 
 
-def _shuffled_stream(split, cfg: DataConfig, seed: int):
-    """A training stream in a seeded random order: shards shuffled, then a buffer of data.shuffle_buffer rows.
+def _training_stream(split: datasets.IterableDataset, decoding: Decoding, cfg: DataConfig, args):
+    """A training stream in a seeded random order, decoded in the DataLoader workers: shards shuffled, then a
+    buffer of data.shuffle_buffer rows.
 
     datasets reshuffles both for each epoch from (seed, epoch): the Trainer's set_epoch reaches the stream
-    through accelerate's DataLoaderShard, and a resumed run replays the same order. Rows are shuffled
+    through accelerate's DataLoaderShard, and a resumed run replays the same order, from where it stopped
+    (stream_resume.py; one process: in DDP accelerate dispatches a stream from rank 0). Rows are shuffled
     undecoded (their bytes), so the buffer holds compressed images."""
-    if not isinstance(split, datasets.IterableDataset):
-        return split  # map-style decoding (data.loader: decode): the Trainer's sampler shuffles
-    return split.shuffle(seed=seed, buffer_size=cfg.shuffle_buffer)
+    decoder = BatchDecoder(decoding, cfg.on_bad_image, never_empty=False)
+    decoded = stream_decoded(split.shuffle(seed=args.seed, buffer_size=cfg.shuffle_buffer), decoder)
+    return ResumableStream(decoded, decoder) if args.world_size == 1 else decoded
 
 
 def _decoding(split, decoding: Decoding, on_bad_image: str):

@@ -24,7 +24,7 @@ from ..outputs.summary import format_summary
 from ..recipe.durations import format_duration
 from ..recipe.schema import Recipe
 from ..recipe.training_args import training_arguments
-from .build import Run, build_run, make_budget, with_loader_settings
+from .build import Run, build_run, make_budget, resume_stream, with_loader_settings
 from .checkpoints import guarded_final_save
 from .monitor import images_per_step
 from .resume import resolve_checkpoint
@@ -46,8 +46,9 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
     args = with_loader_settings(args, loader.settings, recipe.training)  # workers, pinning: what the store needs
     data = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
+    args, position = resume_stream(args, data.train, checkpoint)  # a stream continues where its checkpoint was
     budget = make_budget(recipe, started_at, clock, checkpoint)
-    run = build_run(recipe, args, model, splits, data, prep, budget, started_at, clock)
+    run = build_run(recipe, args, model, splits, data, prep, budget, started_at, clock, position)
     log_plan(recipe, args, run, splits, prep, checkpoint)
     with run.signals:
         train_guarded(run, checkpoint)  # NaN: exit 4, a checkpoint kept; a failed save: exit 5

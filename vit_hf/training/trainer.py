@@ -17,10 +17,11 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..augment.mixing import soft_target_cross_entropy
+from ..data.stream_resume import StreamPosition
 from ..errors import RecipeError
 from ..hub.card import write_model_card
 from ..hub.push import HubPusher
-from ..outputs.layout import write_budget_state
+from ..outputs.layout import write_budget_state, write_stream_position
 from .batches import BatchPreparer, RunOptions
 from .budget import TimeBudget
 from .checkpoints import guarded_save
@@ -39,7 +40,7 @@ PRIVATE_HOOKS = (
     "_load_from_checkpoint",  # restores ViT weights under their converted names (the 5.24 restore bug)
     "_load_best_model",  # the same, for load_best_model_at_end
     "_load_optimizer_and_scheduler",  # an incompatible optimizer state is bad input; the EMA loads with it
-    "_save_optimizer_and_scheduler",  # the EMA and the budget's clock go into each checkpoint, before its push
+    "_save_optimizer_and_scheduler",  # the EMA, the budget's clock, a stream's position go into each checkpoint
     "_get_grad_norm",  # the update's norm, before optimizer.step(): where a non-finite update is dropped
     "_push_from_checkpoint",  # a failed checkpoint push is recorded; live TensorBoard files wait for the end
 )
@@ -56,6 +57,7 @@ class VitTrainer(Trainer):
         ema: WeightEma | None = None,
         guard: NonFiniteGuard | None = None,
         hub: HubPusher | None = None,
+        stream_position: StreamPosition | None = None,
         **kwargs,
     ):
         # Set before the Trainer's __init__, which may already log (monitor) and create the Hub repository (hub).
@@ -66,6 +68,7 @@ class VitTrainer(Trainer):
         self.batches = BatchPreparer(self.options)
         self.budget, self.lr_shape = budget, lr_shape
         self.ema, self.guard = ema, guard  # also among the callbacks: they act on Trainer events too
+        self.stream_position = stream_position  # a resumable training stream's, counted here, saved with checkpoints
         self._parameter_count: int | None = None  # for floating_point_ops
 
     # Batches: augmentation on the device (batches.py) ------------------------------------------------
@@ -128,10 +131,13 @@ class VitTrainer(Trainer):
         For a stream (no length) the Trainer sizes an "epoch" at max_steps update steps; when the stream
         ends first it keeps asking the spent iterator for every remaining step (with a budget, up to a
         billion empty asks, during which no callback runs, so no budget can stop it). Ending the epoch
-        instead starts the next pass, which set_epoch reshuffles."""
+        instead starts the next pass, which set_epoch reshuffles. A resumable stream's position counts the
+        batches handed out (data/stream_resume.py)."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if not batches:
             self.control.should_epoch_stop = True
+        if self.stream_position is not None:
+            self.stream_position.advance(len(batches))
         return batches, num_items
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
@@ -200,6 +206,8 @@ class VitTrainer(Trainer):
             self.ema.save(output_dir)
         if self.budget is not None:
             write_budget_state(output_dir, self.budget.state())
+        if self.stream_position is not None:
+            write_stream_position(output_dir, self.stream_position.to_dict())
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         # The optimizer state of a different model or optimizer setup is bad input (exit 2), not a traceback;

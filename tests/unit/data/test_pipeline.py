@@ -8,11 +8,12 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from tests.helpers.datagen import make_imagefolder, make_parquet_dataset
+from tests.helpers.datagen import make_imagefolder, make_parquet_dataset, make_saved_dataset
 from vit_hf.data.decode import decode_image
 from vit_hf.data.loaders import LoaderRequest, batch_collator, choose_loader, loader_settings
 from vit_hf.data.pipeline import plan_loader, prepare
 from vit_hf.data.sources import load_splits
+from vit_hf.data.stream_resume import StreamPosition
 from vit_hf.recipe.schema import DataConfig
 from vit_hf.training.build import with_loader_settings
 
@@ -118,3 +119,54 @@ def test_a_training_stream_is_decoded_with_the_train_geometry(streamed, tmp_path
     eval_pixels = next(iter(prepared.eval))["pixel_values"].numpy()
     first_eval = next(iter(splits.eval))["image"]
     np.testing.assert_array_equal(eval_pixels, decode_image(first_eval, 16, 0.5).numpy())
+
+
+# --- A resumed stream continues where it stopped, without decoding what it skips ---------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_stream(tmp_path_factory):
+    # A save_to_disk folder streams in shards (sources.py); a parquet stream would sleep 5 s at each pass's end
+    # (datasets' wait for pyarrow's threads), which the resumed passes below would add up.
+    root = make_saved_dataset(tmp_path_factory.mktemp("saved") / "ds", per_class=8, size=24)
+    cfg = DataConfig(dataset=str(root), streaming=True, shuffle_buffer=8, validation_size=0.25)
+    return cfg, load_splits(cfg, seed=0)
+
+
+def batches_of(stream, workers: int, epoch: int = 0) -> list[bytes]:
+    """The stream's batches of 3, as the Trainer's DataLoader hands them out (in turn from the workers)."""
+    stream.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(stream, batch_size=3, num_workers=workers)
+    return [batch["pixel_values"].numpy().tobytes() for batch in loader]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_stream_continues_at_its_batch_and_pass(saved_stream, tmp_path, workers):
+    cfg, splits = saved_stream
+
+    def stream():
+        return prepare(cfg, splits, 16, 1.0, choose_loader("auto", True, 0, torch.device("cpu")), args(tmp_path)).train
+
+    first_pass, second_pass = batches_of(stream(), workers), batches_of(stream(), workers, epoch=1)
+    assert len(first_pass) >= 5 and first_pass != second_pass
+    resumed = stream()
+    resumed.resume_at(StreamPosition(passes=0, batches=3), batch_size=3)
+    rest = batches_of(resumed, workers)
+    # Each worker goes on after the batches it had handed out; the turns restart at worker 0, so with
+    # workers the rest of the pass comes in another interleaving.
+    assert (rest == first_pass[3:]) if workers == 0 else (sorted(rest) == sorted(first_pass[3:]))
+    assert batches_of(resumed, workers, epoch=1) == second_pass  # the next pass is whole, and reshuffled
+    later = stream()
+    later.resume_at(StreamPosition(passes=1, batches=0), batch_size=3)
+    assert batches_of(later, workers) == second_pass
+
+
+def test_the_rows_a_resumed_stream_skips_are_never_decoded(saved_stream, tmp_path):
+    cfg, splits = saved_stream
+    stream = prepare(cfg, splits, 16, 1.0, choose_loader("auto", True, 0, torch.device("cpu")), args(tmp_path)).train
+    total = len(list(stream))
+    decoded = []
+    decode = stream.decoder.decoding
+    stream.decoder.decoding = lambda image: decoded.append(image) or decode(image)  # counts, then decodes
+    stream.resume_at(StreamPosition(passes=0, batches=2), batch_size=3)
+    assert len(list(stream)) == total - 6 and len(decoded) == total - 6  # the 6 skipped rows were not decoded
