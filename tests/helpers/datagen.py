@@ -90,8 +90,10 @@ def make_dataset_dict(
     label_kind: str = "classlabel",
     mode: str = "RGB",
     seed: int = 0,
+    image_format: str | None = None,
 ) -> datasets.DatasetDict:
-    """In memory: each split holds per_class images of each class, classes interleaved (0, 1, 2, 0, 1, ...)."""
+    """In memory: each split holds per_class images of each class, classes interleaved (0, 1, 2, 0, 1, ...).
+    image_format ("JPEG"): the images stored as files of that format (default: datasets' own, PNG)."""
     rng = np.random.default_rng(seed)
     label_feature = {
         "classlabel": datasets.ClassLabel(names=list(classes)),
@@ -103,9 +105,17 @@ def make_dataset_dict(
     for split in splits:
         ids = [class_id for _ in range(per_class) for class_id in range(len(classes))]
         images = [class_image(class_id, rng, size, mode) for class_id in ids]
+        if image_format is not None:
+            images = [{"bytes": _encoded(image, image_format), "path": None} for image in images]
         labels = [classes[i] for i in ids] if label_kind == "string" else ids
         out[split] = datasets.Dataset.from_dict({image_column: images, label_column: labels}, features=features)
     return datasets.DatasetDict(out)
+
+
+def _encoded(image: Image.Image, image_format: str) -> bytes:
+    out = io.BytesIO()
+    image.save(out, image_format, **({"quality": JPEG_QUALITY} if image_format == "JPEG" else {}))
+    return out.getvalue()
 
 
 def _write_hub_layout(folder: Path, splits: datasets.DatasetDict, ext: str, shards: int) -> Path:

@@ -265,7 +265,7 @@ def _as_tensor(img: Image.Image) -> torch.Tensor:
 
 def attach_decoding(
     ds: datasets.Dataset | datasets.IterableDataset, size: int | Decoding, crop_pct: float = 1.0,
-    on_bad_image: str = "skip",
+    on_bad_image: str = "skip", decoder: type[BatchDecoder] | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """The dataset with items {"pixel_values": uint8 [3, size, size], "labels": int}, decoded on access.
 
@@ -274,12 +274,13 @@ def attach_decoding(
     a lazy map; either way in the data-loader workers. Images that cannot be decoded are skipped (logged)
     or raise BadImage, as `on_bad_image` says. A transform cannot drop items, but the Trainer's loader asks
     for whole batches (`__getitems__`), which may come back shorter; a stream's batched map may return fewer
-    rows."""
+    rows. `decoder`: the BatchDecoder class (gpu_decode.JpegPassThrough leaves JPEGs to the GPU)."""
     decoding = size if isinstance(size, Decoding) else Decoding(size, crop_pct)
+    decoder = decoder or BatchDecoder
     ds = undecoded(ds)
     if isinstance(ds, datasets.IterableDataset):
-        return stream_decoded(ds, BatchDecoder(decoding, on_bad_image, never_empty=False))
-    return ds.with_transform(BatchDecoder(decoding, on_bad_image, never_empty=True))
+        return stream_decoded(ds, decoder(decoding, on_bad_image, never_empty=False))
+    return ds.with_transform(decoder(decoding, on_bad_image, never_empty=True))
 
 
 def stream_decoded(ds: datasets.IterableDataset, decoder: BatchDecoder) -> datasets.IterableDataset:
@@ -302,7 +303,10 @@ class BatchDecoder:
     never_empty: a batch whose every image is bad is replaced by the last good item this process
     decoded (a duplicate), as a map-style loader needs at least one item per batch; a process that has
     decoded none yet stops with BadImage (the data is then more bad than good).
-    skip_rows: rows to drop undecoded before decoding any (a resumed stream's, stream_resume.py)."""
+    skip_rows: rows to drop undecoded before decoding any (a resumed stream's, stream_resume.py).
+    Subclasses change what a row becomes (decode_one, under `key`): gpu_decode.JpegPassThrough."""
+
+    key = "pixel_values"
 
     def __init__(self, decoding: Decoding, on_bad_image: str, never_empty: bool):
         self.decoding = decoding
@@ -320,7 +324,7 @@ class BatchDecoder:
         pixels, labels, first_error = [], [], None
         for image, label in zip(batch["image"], batch["label"]):
             try:
-                pixels.append(self.decoding(image))
+                pixels.append(self.decode_one(image))
             except BadImage as exc:
                 self._on_bad_image(exc)
                 first_error = first_error or exc
@@ -330,7 +334,10 @@ class BatchDecoder:
             self._last_good = (pixels[-1], labels[-1])
         elif self.never_empty and first_error is not None:
             pixels, labels = self._stand_in(first_error)
-        return {"pixel_values": pixels, "labels": labels}
+        return {self.key: pixels, "labels": labels}
+
+    def decode_one(self, image):
+        return self.decoding(image)
 
     def _on_bad_image(self, error: BadImage) -> None:
         """Raise it (data.on_bad_image: raise), or count and log it."""

@@ -23,6 +23,7 @@ import pyarrow as pa
 import torch
 from transformers import default_data_collator
 
+from .gpu_decode import collate_encoded
 from .pool import available_cores
 
 logger = logging.getLogger(__name__)
@@ -159,9 +160,12 @@ class UInt8Images(torch.utils.data.Dataset):
 
 
 def batch_collator(features):
-    """Batches from `__getitems__` are already collated; lists of items go through the HF collator."""
+    """Batches from `__getitems__` are already collated; lists of items go through the HF collator, or, encoded
+    (data.gpu_decode), stay a list of files."""
     if isinstance(features, dict):
         return features
+    if features and "encoded" in features[0]:
+        return collate_encoded(features)
     return default_data_collator(features)
 
 

@@ -15,15 +15,18 @@ on the device; evaluation images get the saved image processor's geometry, decod
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 
 import datasets
 import torch
 
+from ..errors import DataError
 from ..recipe.schema import DataConfig
 from .cache import build_cache, check_disk_space, plan_cache
 from .decode import BatchDecoder, Decoding, attach_decoding, stream_decoded
+from .gpu_decode import JpegPassThrough
 from .loaders import LoaderChoice, LoaderRequest, choose_loader, make_store
 from .stream_resume import ResumableStream
 
@@ -56,6 +59,8 @@ def plan_loader(cfg: DataConfig, splits, image_size: int, args, explicit_trainin
 
     Sized from the split lengths before anything is decoded: uint8 [3, S, S] per image, S the split's size."""
     streaming = cfg.streaming or cfg.loader == "decode"
+    if cfg.gpu_decode:
+        _check_gpu_decode(args.device)
     nbytes = 0 if streaming else sum(
         len(ds) * 3 * size * size
         for ds, size in ((splits.train, cfg.storage_size or image_size), (splits.eval, image_size)) if ds is not None
@@ -74,6 +79,15 @@ def plan_loader(cfg: DataConfig, splits, image_size: int, args, explicit_trainin
     return choice
 
 
+def _check_gpu_decode(device) -> None:
+    if device.type != "cuda":
+        raise DataError(f"data.gpu_decode: true needs a CUDA device, and this run trains on {device}; set "
+                        "data.gpu_decode: false")
+    if importlib.util.find_spec("torchvision") is None:
+        raise DataError("data.gpu_decode: true decodes with torchvision.io.decode_jpeg, and torchvision is not "
+                        "installed: pip install torchvision (the build that matches torch), or data.gpu_decode: false")
+
+
 def _describe(choice: LoaderChoice) -> str:
     s = choice.settings
     workers = f"{s.num_workers} workers" + (", persistent" if s.persistent_workers else "")
@@ -87,8 +101,8 @@ def prepare(cfg: DataConfig, splits, image_size: int, crop_pct: float, choice: L
         if isinstance(splits.train, datasets.IterableDataset):
             train = _training_stream(splits.train, decodings[0], cfg, args)
         else:  # map-style decoding (data.loader: decode): the Trainer's sampler shuffles
-            train = _decoding(splits.train, decodings[0], cfg.on_bad_image)
-        return Prepared(train, _decoding(splits.eval, decodings[1], cfg.on_bad_image), choice)
+            train = _decoding(splits.train, decodings[0], cfg)
+        return Prepared(train, _decoding(splits.eval, decodings[1], cfg), choice)
 
     with args.main_process_first(desc="decode-once cache"):  # DDP: rank 0 builds, the others read
         plans = [plan_cache(ds, decoding, cfg.cache_dir, cfg.on_bad_image, name)
@@ -108,10 +122,16 @@ def _training_stream(split: datasets.IterableDataset, decoding: Decoding, cfg: D
     through accelerate's DataLoaderShard, and a resumed run replays the same order, from where it stopped
     (stream_resume.py; one process: in DDP accelerate dispatches a stream from rank 0). Rows are shuffled
     undecoded (their bytes), so the buffer holds compressed images."""
-    decoder = BatchDecoder(decoding, cfg.on_bad_image, never_empty=False)
+    decoder = _decoder_type(cfg)(decoding, cfg.on_bad_image, never_empty=False)
     decoded = stream_decoded(split.shuffle(seed=args.seed, buffer_size=cfg.shuffle_buffer), decoder)
     return ResumableStream(decoded, decoder) if args.world_size == 1 else decoded
 
 
-def _decoding(split, decoding: Decoding, on_bad_image: str):
-    return None if split is None else attach_decoding(split, decoding, on_bad_image=on_bad_image)
+def _decoding(split, decoding: Decoding, cfg: DataConfig):
+    return None if split is None else attach_decoding(split, decoding, on_bad_image=cfg.on_bad_image,
+                                                      decoder=_decoder_type(cfg))
+
+
+def _decoder_type(cfg: DataConfig) -> type[BatchDecoder]:
+    """data.gpu_decode: the workers read the JPEG files and the training step decodes them (gpu_decode.py)."""
+    return JpegPassThrough if cfg.gpu_decode else BatchDecoder

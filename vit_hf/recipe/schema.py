@@ -204,6 +204,12 @@ class DataConfig(Section):
         "midway keeps its finished shards; the next run decodes only the rest.",
         check=_optional(lambda v: v >= 1), expected='an integer >= 1 (or null for all cores)',
     )
+    gpu_decode: bool = _key(
+        False,
+        "Streams and data.loader: decode on a CUDA device: DataLoader workers only read the files, and each batch "
+        "of JPEGs is decoded on the GPU (torchvision.io.decode_jpeg, nvJPEG), then resized there; other formats "
+        "are decoded on the CPU. Needs torchvision. The cached loaders decode once on the CPU instead.",
+    )
     progressive_start_size: int | None = _key(
         None,
         "Progressive resizing: train at this resolution (a multiple of the patch size) early, grow linearly to "

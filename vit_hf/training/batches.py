@@ -15,6 +15,7 @@ import torch
 
 from ..augment.mixing import Mixing
 from ..augment.resolution import ResolutionSchedule, resize_batch
+from ..data.gpu_decode import GpuDecoding
 
 BatchTransform = Callable[..., torch.Tensor]
 
@@ -31,6 +32,7 @@ class RunOptions:
     layer_decay: float | None = None  # layer-wise learning-rate decay (optim.py); None = off
     eval_flip_tta: bool = False  # evaluate on the mean logits of each image and its mirror
     channels_last: bool = False  # NHWC batches, for a model whose convolutions are (build.use_channels_last)
+    gpu_decode: GpuDecoding | None = None  # data.gpu_decode: batches of JPEG files, decoded on the device
 
 
 class BatchPreparer:

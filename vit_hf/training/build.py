@@ -20,7 +20,9 @@ from ..augment.mixing import build_mixing
 from ..augment.resolution import build_resolution_schedule
 from ..augment.transform import build_eval_transform, build_train_augment
 from ..data.decode import image_processor_for
+from ..data.gpu_decode import GpuDecoding
 from ..data.loaders import batch_collator
+from ..data.pipeline import eval_decoding, train_decoding
 from ..data.stream_resume import ResumableStream, StreamPosition
 from ..hub.push import HubPusher
 from ..modeling.preprocessing import Preprocessing
@@ -136,10 +138,17 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
         resolution=build_resolution_schedule(data.progressive_start_size, data.progressive_ramp, prep.image_size,
                                              getattr(model.config, "patch_size", 1), data.progressive_sizes),
         image_size=prep.image_size,
+        gpu_decode=gpu_decoding(data, prep) if data.gpu_decode else None,
         layer_decay=recipe.extras.layer_decay,
         eval_flip_tta=recipe.extras.eval_flip_tta,
         channels_last=channels_last,
     )
+
+
+def gpu_decoding(data, prep: Preprocessing) -> GpuDecoding:
+    """data.gpu_decode: the geometries the training step decodes each split's JPEG files to."""
+    return GpuDecoding(train_decoding(data, prep.image_size), eval_decoding(data, prep.image_size, prep.crop_pct),
+                       data.on_bad_image)
 
 
 def make_trainer(model, args, prep: Preprocessing, options: RunOptions | None = None, **kwargs) -> VitTrainer:

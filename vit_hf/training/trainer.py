@@ -17,6 +17,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..augment.mixing import soft_target_cross_entropy
+from ..data.gpu_decode import decode_on_device
 from ..data.stream_resume import StreamPosition
 from ..errors import RecipeError
 from ..hub.card import write_model_card
@@ -79,13 +80,13 @@ class VitTrainer(Trainer):
     def training_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """A loader's training batch as the model's inputs: augmented for this micro-batch, resized, mixed."""
         return self.batches.training(
-            self._on_device(inputs), self.state.global_step, self.args.gradient_accumulation_steps,
+            self._on_device(inputs, "train"), self.state.global_step, self.args.gradient_accumulation_steps,
             self.args.seed, self.args.process_index, self._training_progress(),
         )
 
     def evaluation_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """A loader's evaluation batch as the model's inputs: normalized."""
-        return self.batches.evaluation(self._on_device(inputs))
+        return self.batches.evaluation(self._on_device(inputs, "eval"))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Normalized batches; with eval_flip_tta, the mean logits and loss of each image and its mirror."""
@@ -97,11 +98,19 @@ class VitTrainer(Trainer):
         mirror_loss, mirror_logits, _ = super().prediction_step(model, mirrored, prediction_loss_only, ignore_keys)
         return _mean_of(loss, mirror_loss), _mean_of(logits, mirror_logits), labels
 
-    def _on_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The batch on the training device (accelerate's loader has put it there already; `to` is then a no-op)."""
+    def _on_device(self, inputs: dict[str, Any], split: str) -> dict[str, Any]:
+        """The batch on the training device (accelerate's loader has put it there already; `to` is then a no-op);
+        a batch of JPEG files (data.gpu_decode) decoded there, with the split's geometry."""
         device = self.args.device
-        return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
-                for key, value in inputs.items()}
+        inputs = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+                  for key, value in inputs.items()}
+        if "encoded" not in inputs or self.options.gpu_decode is None:
+            return inputs
+        gpu = self.options.gpu_decode
+        pixels, kept = decode_on_device(inputs["encoded"], gpu.train if split == "train" else gpu.eval, device,
+                                        gpu.on_bad_image)
+        labels = inputs["labels"] if len(kept) == len(inputs["encoded"]) else inputs["labels"][kept]
+        return {"pixel_values": pixels, "labels": labels}
 
     def _training_progress(self) -> float:
         if self.budget is not None:
@@ -146,14 +155,15 @@ class VitTrainer(Trainer):
 
         The Trainer's own counts every pixel as a token, and walks the model's modules at every micro-batch
         to count its parameters again; here they are counted once."""
-        pixels = inputs.get("pixel_values")
         patch = getattr(self.model.config, "patch_size", None)
-        if pixels is None or not isinstance(patch, int):
+        shape = _batch_shape(inputs, self.model.config)
+        if shape is None or not isinstance(patch, int):
             return super().floating_point_ops(inputs)
         if self._parameter_count is None:
             self._parameter_count = sum(p.numel() for p in self.model.parameters())
-        tokens = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch) + 1
-        return 6 * self._parameter_count * tokens * pixels.shape[0]
+        images, height, width = shape
+        tokens = (height // patch) * (width // patch) + 1
+        return 6 * self._parameter_count * tokens * images
 
     # Optimizer and schedule ----------------------------------------------------------------------------
 
@@ -254,6 +264,17 @@ class VitTrainer(Trainer):
         """With a weight EMA, evaluations (and so metric_for_best_model and early stopping) use its weights."""
         with self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext():
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+
+def _batch_shape(inputs: dict[str, Any], config) -> tuple[int, int, int] | None:
+    """(images, height, width) of a micro-batch as the loader gave it; JPEG files (data.gpu_decode) are decoded at
+    the model's size."""
+    pixels = inputs.get("pixel_values")
+    if pixels is not None:
+        return pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
+    if "encoded" in inputs:
+        return len(inputs["encoded"]), config.image_size, config.image_size
+    return None
 
 
 def _mean_of(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

@@ -278,3 +278,35 @@ def test_a_jpeg_above_the_limit_is_decoded_reduced_below_it_and_another_format_i
     assert out.shape == (3, 600, 600)
     with pytest.raises(BadImage, match="2000 x 1500 = 3,000,000 pixels, above data.max_image_pixels"):
         decode_image({"bytes": encoded["PNG"], "path": None}, 600, max_pixels=1_000_000)
+
+
+# --- data.gpu_decode: what the workers hand over, and the device-side resize (run here on the CPU) --------
+
+
+def test_the_workers_pass_jpeg_files_through_and_decode_the_rest_on_the_cpu(photo_jpegs):
+    from vit_hf.data.decode import Decoding
+    from vit_hf.data.gpu_decode import RAW_PREFIX, JpegPassThrough
+
+    cmyk, png = io.BytesIO(), io.BytesIO()
+    Image.open(io.BytesIO(photo_jpegs[0])).convert("CMYK").save(cmyk, "JPEG")
+    Image.open(io.BytesIO(photo_jpegs[0])).save(png, "PNG")
+    rows = [{"bytes": data, "path": name} for data, name in
+            ((photo_jpegs[0], "a.jpg"), (cmyk.getvalue(), "cmyk.jpg"), (png.getvalue(), "b.png"), (b"junk", "x.jpg"))]
+    decoding = Decoding(32)
+    out = JpegPassThrough(decoding, "skip", never_empty=False)({"image": rows, "label": [0, 1, 2, 3]})
+    assert out["labels"] == [0, 1, 2]  # the junk file is skipped, as a bad image always is
+    assert out["encoded"][0].tobytes() == photo_jpegs[0]  # the JPEG file, as read: decoded on the GPU
+    for row, image in zip(out["encoded"][1:], rows[1:3]):  # CMYK and PNG: decoded here, at decode_image's geometry
+        assert row[:len(RAW_PREFIX)].tobytes() == RAW_PREFIX.tobytes()
+        np.testing.assert_array_equal(row[len(RAW_PREFIX):].reshape(3, 32, 32), decoding(image).numpy())
+
+
+def test_the_device_resize_makes_decode_images_geometry_within_a_level(photo_jpegs):
+    from vit_hf.data.decode import Decoding
+    from vit_hf.data.gpu_decode import resize_on_device
+
+    for crop_pct in (1.0, 0.875):
+        whole = torch.from_numpy(np.array(Image.open(io.BytesIO(photo_jpegs[2])))).permute(2, 0, 1)
+        on_device = resize_on_device(whole, Decoding(64, crop_pct)).int()  # float bicubic: on any device
+        expected = decode_image({"bytes": photo_jpegs[2], "path": None}, 64, crop_pct).int()
+        assert on_device.shape == (3, 64, 64) and (on_device - expected).abs().float().mean() < 0.5
