@@ -43,9 +43,7 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     splits = load_splits(recipe.data, args.seed)
     prep = resolve_preprocessing(recipe)
     model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
-    loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
-    args = with_loader_settings(args, loader.settings, recipe.training)  # workers, pinning: what the store needs
-    data = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
+    args, data = prepared_data(recipe, args, splits, prep)
     args, position = resume_stream(args, data.train, checkpoint)  # a stream continues where its checkpoint was
     budget = make_budget(recipe, started_at, clock, checkpoint)
     run = build_run(recipe, args, model, splits, data, prep, budget, started_at, clock, position)
@@ -55,6 +53,27 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     if run.checkpointing.interrupted:
         return report_interrupted(run.trainer, args)
     return finish(run.trainer, args, run.monitor)
+
+
+def prepared_data(recipe: Recipe, args, splits, prep: Preprocessing):
+    """(args, data): the store that fits and the DataLoader settings it needs (workers, pinning), then the
+    decoded stores themselves: the decode-once caches built, or reused."""
+    loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
+    args = with_loader_settings(args, loader.settings, recipe.training)
+    return args, prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
+
+
+def prepare_data(recipe: Recipe) -> None:
+    """--prepare-data: download the dataset and build its decode-once caches, then stop. A run's first minutes,
+    outside its budget: for ImageNet, hours of download and minutes of decoding that a 24 h budget should not pay."""
+    args = training_arguments(recipe)
+    splits = load_splits(recipe.data, args.seed)
+    args, data = prepared_data(recipe, args, splits, resolve_preprocessing(recipe))
+    if data.choice.kind == "decode":
+        logger.info("data: nothing to build: %s decodes its images as they are read", recipe.data.dataset)
+    else:
+        logger.info("data: the decode-once caches are ready; the same command without --prepare-data trains from "
+                    "them")
 
 
 def write_recipe(recipe: Recipe, args) -> None:
