@@ -164,12 +164,15 @@ def _existing_parent(path: Path) -> Path:
 def build_cache(plan: CachePlan, workers: int | None = None) -> datasets.Dataset:
     """The split as columns pixels (uint8 [3, S, S]) and label: its missing shards decoded now, on `workers`
     processes (None: every core this process may use), the finished ones read back."""
-    missing = plan.missing
-    if missing:
+    if plan.missing:
         plan.folder.mkdir(parents=True, exist_ok=True)
         with FileLock(str(plan.folder / "build.lock")):
             _remove_partial_files(plan.folder)
-            _decode_missing(plan, plan.missing, workers or available_cores())  # another build may have made some
+            missing = plan.missing  # again, under the lock: the build this one waited for may have made them all
+            if missing:
+                _decode_missing(plan, missing, workers or available_cores())
+            else:
+                logger.info("cache: %s was built by another process while this one waited for it", plan.folder)
     else:
         logger.info("cache: reusing %s (%s %s images at %d px)", plan.folder, f"{len(plan.ds):,}", plan.name,
                     plan.decoding.size)
@@ -204,7 +207,7 @@ def _decode_missing(plan: CachePlan, missing: list[Shard], workers: int) -> None
                     f"{done:,}", f"{len(plan.ds):,}", plan.name, f"{len(plan.ds) - done:,}")
     tasks = [(plan.ds.select(range(s.start, s.stop)), s.path, plan.decoding, plan.on_bad_image, plan.features)
              for s in missing]
-    workers = min(workers, len(tasks))
+    workers = max(1, min(workers, len(tasks)))
     progress = _Progress(plan, done, workers)
     if workers <= 1:
         for task in tasks:

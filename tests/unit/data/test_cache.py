@@ -3,16 +3,20 @@ built in shards on several processes, killed midway and resumed, refused when th
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import psutil
 import pytest
 import torch
+from filelock import FileLock
 
 from tests.helpers import ROOT
 from tests.helpers.datagen import make_imagefolder, make_imagenet_like
@@ -148,6 +152,25 @@ def test_a_build_killed_midway_keeps_its_finished_shards_and_its_workers_die_wit
     rows = [0, len(rebuilt) - 1]
     expected = [decode_image(splits.train[i]["image"], 160, reduced=True).numpy() for i in rows]
     np.testing.assert_array_equal(rebuilt.with_format("numpy")[rows]["pixels"], np.stack(expected))
+
+
+def test_a_build_that_waited_for_another_finds_every_shard_finished_and_decodes_nothing(splits, tmp_path, caplog):
+    # Two builds of one cache (two runs, two nodes): the second waits on build.lock, and finds the shards the
+    # first one wrote meanwhile.
+    elsewhere = build_cache(plan_cache(splits.train, Decoding(16), tmp_path / "first"), workers=1)
+    plan = plan_cache(splits.train, Decoding(16), tmp_path / "second")
+    plan.folder.mkdir(parents=True)
+    caplog.set_level(logging.INFO, logger="vit_hf.data.cache")
+    with FileLock(str(plan.folder / "build.lock")):  # the first build, still writing
+        waiting = ThreadPoolExecutor(1).submit(build_cache, plan, 4)
+        time.sleep(1.0)  # long enough to find the shards missing and wait for the lock
+        assert not waiting.done()
+        for shard in plan.shards:  # the first build's shards land
+            shutil.move(tmp_path / "first" / plan.folder.name / shard.path.name, shard.path)
+    cached = waiting.result(timeout=60)
+    assert len(cached) == len(elsewhere) == len(splits.train)
+    assert "was built by another process while this one waited for it" in caplog.text
+    assert "cache: decoding" not in caplog.text
 
 
 def test_a_cache_the_disk_cannot_hold_is_refused_before_decoding(splits, tmp_path):
