@@ -191,6 +191,11 @@ def test_gpu_decode_of_streamed_jpegs_learns(tmp_path):
                 "--training.dataloader_num_workers", "2").ok()
     assert run.accuracy >= LEARNED
     assert_saved(run.out)
+    # --eval-only decodes the eval split's files on the GPU too (its batches once reached the model encoded).
+    out = tmp_path / "eval"
+    evaluated = cli(run.out / "recipe.yaml", "--eval-only", "--model.pretrained", run.out, "--training.output_dir",
+                    out, out=out).ok()
+    assert evaluated.accuracy >= LEARNED
 
 
 @cuda_only

@@ -138,15 +138,18 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
         resolution=build_resolution_schedule(data.progressive_start_size, data.progressive_ramp, prep.image_size,
                                              getattr(model.config, "patch_size", 1), data.progressive_sizes),
         image_size=prep.image_size,
-        gpu_decode=gpu_decoding(data, prep) if data.gpu_decode else None,
+        gpu_decode=gpu_decoding(data, prep),
         layer_decay=recipe.extras.layer_decay,
         eval_flip_tta=recipe.extras.eval_flip_tta,
         channels_last=channels_last,
     )
 
 
-def gpu_decoding(data, prep: Preprocessing) -> GpuDecoding:
-    """data.gpu_decode: the geometries the training step decodes each split's JPEG files to."""
+def gpu_decoding(data, prep: Preprocessing) -> GpuDecoding | None:
+    """data.gpu_decode: the geometries the training and evaluation steps decode each split's JPEG files to; None
+    when the loader decodes them. One builder for training and --eval-only, whose batches are the same files."""
+    if not data.gpu_decode:
+        return None
     return GpuDecoding(train_decoding(data, prep.image_size), eval_decoding(data, prep.image_size, prep.crop_pct),
                        data.on_bad_image)
 

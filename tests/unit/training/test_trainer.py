@@ -84,3 +84,27 @@ def test_augmentation_is_reproducible_per_step(tmp_path):
     torch.testing.assert_close(first, again)  # same step and micro-batch -> same augmentation (resume replays it)
     trainer.state.global_step += 1
     assert not torch.equal(trainer.training_inputs(dict(batch))["pixel_values"], first)
+
+
+# --- data.gpu_decode: batches of JPEG files ---------------------------------------------------------------
+
+
+def gpu_decode_recipe(tmp_path):
+    from vit_hf.recipe.load import recipe_from_dict
+
+    data = {"dataset": "x", "loader": "decode", "gpu_decode": True, "image_size": 32, "crop_pct": 0.875}
+    return recipe_from_dict({"data": data, "model": {"preset": "vit-tiny"}, "training": {"output_dir": str(tmp_path)}})
+
+
+def test_eval_only_decodes_the_eval_files_on_the_device_as_training_does(tmp_path):
+    # Without the decoding in its options, --eval-only handed the model the encoded files (a TypeError).
+    from vit_hf.data.pipeline import eval_decoding
+    from vit_hf.modeling.preprocessing import resolve_preprocessing
+    from vit_hf.training.build import gpu_decoding
+    from vit_hf.training.evaluate import evaluation_options
+
+    recipe = gpu_decode_recipe(tmp_path)
+    prep = resolve_preprocessing(recipe)
+    options = evaluation_options(recipe, prep)
+    assert options.gpu_decode is not None and options.gpu_decode == gpu_decoding(recipe.data, prep)
+    assert options.gpu_decode.eval == eval_decoding(recipe.data, 32, 0.875)
