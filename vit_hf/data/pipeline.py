@@ -2,6 +2,7 @@
 
     choice = plan_loader(recipe.data, splits, image_size, args, explicit)   # the store, and its DataLoader settings
     prepared = prepare(recipe.data, splits, image_size, crop_pct, choice, args)
+    build_caches(recipe.data, splits, image_size, crop_pct, args)   # --prepare-data: the caches alone, no store
 
 Map-style splits are decoded once (cache.py) and served from the store that fits (loaders.py);
 streams, and `data.loader: decode`, decode in DataLoader workers at every epoch (decode.py). The
@@ -58,7 +59,7 @@ def plan_loader(cfg: DataConfig, splits, image_size: int, args, explicit_trainin
     """The store for these splits (data.loader, or the first that fits) and the DataLoader settings it needs.
 
     Sized from the split lengths before anything is decoded: uint8 [3, S, S] per image, S the split's size."""
-    streaming = cfg.streaming or cfg.loader == "decode"
+    streaming = decodes_as_read(cfg)
     if cfg.gpu_decode:
         _check_gpu_decode(args.device)
     nbytes = 0 if streaming else sum(
@@ -94,24 +95,35 @@ def _describe(choice: LoaderChoice) -> str:
     return f"{workers}, {'pinned' if s.pin_memory else 'unpinned'} batches"
 
 
+def decodes_as_read(cfg: DataConfig) -> bool:
+    """Streams and data.loader: decode have no cache: each image is decoded as the loader reads it."""
+    return cfg.streaming or cfg.loader == "decode"
+
+
 def prepare(cfg: DataConfig, splits, image_size: int, crop_pct: float, choice: LoaderChoice, args) -> Prepared:
     """Train (when splits.train is set) and eval datasets yielding {"pixel_values": uint8, "labels"}."""
-    decodings = (train_decoding(cfg, image_size), eval_decoding(cfg, image_size, crop_pct))
     if choice.kind == "decode":
+        train_geometry = train_decoding(cfg, image_size)
         if isinstance(splits.train, datasets.IterableDataset):
-            train = _training_stream(splits.train, decodings[0], cfg, args)
+            train = _training_stream(splits.train, train_geometry, cfg, args)
         else:  # map-style decoding (data.loader: decode): the Trainer's sampler shuffles
-            train = _decoding(splits.train, decodings[0], cfg)
-        return Prepared(train, _decoding(splits.eval, decodings[1], cfg), choice)
-
-    with args.main_process_first(desc="decode-once cache"):  # DDP: rank 0 builds, the others read
-        plans = [plan_cache(ds, decoding, cfg.cache_dir, cfg.on_bad_image, name)
-                 for ds, decoding, name in zip((splits.train, splits.eval), decodings, ("train", "eval"))
-                 if ds is not None]
-        check_disk_space(plans)  # both splits, before either is decoded
-        cached = {plan.name: build_cache(plan, cfg.cache_workers) for plan in plans}
+            train = _decoding(splits.train, train_geometry, cfg)
+        return Prepared(train, _decoding(splits.eval, eval_decoding(cfg, image_size, crop_pct), cfg), choice)
+    cached = build_caches(cfg, splits, image_size, crop_pct, args)
     stores = {name: make_store(ds, choice.kind, args.device) for name, ds in cached.items()}
     return Prepared(stores.get("train"), stores["eval"], choice)
+
+
+def build_caches(cfg: DataConfig, splits, image_size: int, crop_pct: float, args) -> dict[str, datasets.Dataset]:
+    """The decode-once caches of the train (when splits.train is set) and eval splits, built or reused, as
+    memory-mapped datasets: nothing is copied into RAM or onto the device (the store's part, make_store), so a
+    node without the training device can build them (--prepare-data)."""
+    decodings = {"train": train_decoding(cfg, image_size), "eval": eval_decoding(cfg, image_size, crop_pct)}
+    with args.main_process_first(desc="decode-once cache"):  # DDP: rank 0 builds, the others read
+        plans = [plan_cache(ds, decodings[name], cfg.cache_dir, cfg.on_bad_image, name)
+                 for name, ds in (("train", splits.train), ("eval", splits.eval)) if ds is not None]
+        check_disk_space(plans)  # both splits, before either is decoded
+        return {plan.name: build_cache(plan, cfg.cache_workers) for plan in plans}
 
 
 def _training_stream(split: datasets.IterableDataset, decoding: Decoding, cfg: DataConfig, args):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from ..data.pipeline import plan_loader, prepare
+from ..data.pipeline import build_caches, decodes_as_read, plan_loader, prepare
 from ..data.sources import load_splits
 from ..hub.card import write_model_card
 from ..modeling.build import build_model, count_parameters
@@ -65,15 +65,17 @@ def prepared_data(recipe: Recipe, args, splits, prep: Preprocessing):
 
 def prepare_data(recipe: Recipe) -> None:
     """--prepare-data: download the dataset and build its decode-once caches, then stop. A run's first minutes,
-    outside its budget: for ImageNet, hours of download and minutes of decoding that a 24 h budget should not pay."""
+    outside its budget: for ImageNet, hours of download and minutes of decoding that a 24 h budget should not pay.
+    Only the cache files: no store in RAM or on the device, no model, so any node with the disk can do it."""
     args = training_arguments(recipe)
     splits = load_splits(recipe.data, args.seed)
-    args, data = prepared_data(recipe, args, splits, resolve_preprocessing(recipe))
-    if data.choice.kind == "decode":
-        logger.info("data: nothing to build: %s decodes its images as they are read", recipe.data.dataset)
-    else:
-        logger.info("data: the decode-once caches are ready; the same command without --prepare-data trains from "
-                    "them")
+    if decodes_as_read(recipe.data):
+        logger.info("data: %s is ready, and has no cache to build: data.streaming or data.loader: decode decodes "
+                    "its images as they are read", recipe.data.dataset)
+        return
+    prep = resolve_preprocessing(recipe)
+    build_caches(recipe.data, splits, prep.image_size, prep.crop_pct, args)
+    logger.info("data: the decode-once caches are ready; the same command without --prepare-data trains from them")
 
 
 def write_recipe(recipe: Recipe, args) -> None:
