@@ -27,6 +27,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +41,7 @@ from datasets.features.features import Array3DExtensionType
 from datasets.utils.tqdm import tqdm
 from filelock import FileLock
 
-from ..errors import DataError
+from ..errors import DataError, RunFailed
 from .decode import Decoding
 from .pool import available_cores, decoding_pool
 
@@ -208,15 +211,32 @@ def _decode_missing(plan: CachePlan, missing: list[Shard], workers: int) -> None
     tasks = [(plan.ds.select(range(s.start, s.stop)), s.path, plan.decoding, plan.on_bad_image, plan.features)
              for s in missing]
     workers = max(1, min(workers, len(tasks)))
-    progress = _Progress(plan, done, workers)
-    if workers <= 1:
-        for task in tasks:
-            progress.advance(_build_shard(task))
-    else:
-        with decoding_pool(workers) as pool:
-            for images in pool.imap_unordered(_build_shard, tasks):
+    if workers == 1:
+        with _Progress(plan, done, workers) as progress:
+            for task in tasks:
+                progress.advance(_build_shard(task))
+        return
+    with decoding_pool(workers) as pool:
+        futures = [pool.submit(_build_shard, task) for task in tasks]  # the workers start here (fork: at the first)
+        # The bar only now: tqdm's monitor thread takes a lock, and a fork while it holds it would leave the
+        # child waiting on that lock forever.
+        with _Progress(plan, done, workers) as progress:
+            for images in _shard_results(futures, plan):
                 progress.advance(images)
-    progress.close()
+
+
+def _shard_results(futures: list[Future], plan: CachePlan) -> Iterator[int]:
+    """The images of each shard as it finishes; a decoding process that died (the OOM killer's SIGKILL) is a
+    RunFailed that says so, not a wait for a shard that will never come."""
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    except BrokenProcessPool:
+        raise RunFailed(
+            f"cache: a process decoding the {plan.name} split died (killed, most likely by the out-of-memory killer). "
+            f"The finished shards are kept in {plan.folder}: rerun the same command to decode only the rest, with "
+            "fewer processes (data.cache_workers) if memory is short"
+        ) from None
 
 
 def _build_shard(task) -> int:
@@ -274,7 +294,8 @@ def _read_shards(plan: CachePlan) -> datasets.Dataset:
 
 
 class _Progress:
-    """One progress bar for a whole build (images/s and time left), and a log line every PROGRESS_LOG_STEP."""
+    """One progress bar for a whole build (images/s and time left), and a log line every PROGRESS_LOG_STEP; as
+    a context manager, the bar closed however the build ends, and the summary logged when it succeeded."""
 
     def __init__(self, plan: CachePlan, done: int, workers: int):
         self.plan, self.total, self.workers = plan, len(plan.ds), workers
@@ -297,8 +318,15 @@ class _Progress:
     def rate(self) -> float:
         return (self.done - self.start_done) / max(time.monotonic() - self.started, 1e-9)
 
-    def close(self) -> None:
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
         self.bar.close()
+        if error_type is None:
+            self.log_summary()
+
+    def log_summary(self) -> None:
         seconds = time.monotonic() - self.started
         logger.info("cache: decoded %s %s images in %.1f s: %.0f img/s on %d processes (%.0f per process)",
                     f"{self.done - self.start_done:,}", self.plan.name, seconds, self.rate(), self.workers,

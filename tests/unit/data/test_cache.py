@@ -154,6 +154,43 @@ def test_a_build_killed_midway_keeps_its_finished_shards_and_its_workers_die_wit
     np.testing.assert_array_equal(rebuilt.with_format("numpy")[rows]["pixels"], np.stack(expected))
 
 
+BUILD_REPORTING = """
+import sys
+from vit_hf.data.cache import build_cache, plan_cache
+from vit_hf.data.decode import Decoding
+from vit_hf.data.sources import load_splits
+from vit_hf.errors import RunFailed
+from vit_hf.recipe.schema import DataConfig
+splits = load_splits(DataConfig(dataset=sys.argv[1], validation_size=0.01), seed=0)
+print("building", flush=True)
+try:
+    build_cache(plan_cache(splits.train, Decoding(160, reduced=True), sys.argv[2], name="train"), workers=2)
+except RunFailed as error:
+    print(error, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_decoding_process_killed_by_the_oom_killer_ends_the_build_with_a_clear_error(photos, tmp_path):
+    # multiprocessing.Pool waited forever for the killed worker's shard; the build must end, saying why.
+    root, _ = photos
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    build = subprocess.Popen([sys.executable, "-c", BUILD_REPORTING, str(root), str(tmp_path / "cache")], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert build.stdout.readline().strip() == "building"
+    deadline = time.monotonic() + 120
+    while len(workers := psutil.Process(build.pid).children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    workers[0].send_signal(signal.SIGKILL)  # as the OOM killer does
+    try:
+        out, _ = build.communicate(timeout=120)
+    finally:
+        build.kill()
+    assert build.returncode == 3, out
+    assert "a process decoding the train split died (killed, most likely by the out-of-memory killer)" in out
+    assert "rerun the same command to decode only the rest" in out
+
+
 def test_a_build_that_waited_for_another_finds_every_shard_finished_and_decodes_nothing(splits, tmp_path, caplog):
     # Two builds of one cache (two runs, two nodes): the second waits on build.lock, and finds the shards the
     # first one wrote meanwhile.
