@@ -11,7 +11,9 @@ handed out in this one) travels in the checkpoint (VitTrainer counts it), set_ep
 pass, and the rows a DataLoader worker already handed out are dropped before decoding (BatchDecoder's
 skip_rows). torch hands an iterable dataset's batches out from its workers in turn (worker 0, 1, ...,
 restarted each epoch), so after B batches worker w of W has handed out B // W batches, plus one when
-w < B % W. Exact while every worker still has rows and the run resumes with the batch size and
+w < B % W. W counts the workers that read: datasets stops those beyond the stream's shards at once
+(worker w reads shards w, w + W, ...), so W is the smaller of the two, and the others handed out
+nothing. Exact while every worker still has rows and the run resumes with the batch size and
 dataloader_num_workers it trained with (the workers' shares of the shards depend on their number); near
 a pass's end, where workers run out at different times, a few images may be seen twice or skipped, and
 so may the rows around a skipped bad image.
@@ -80,12 +82,18 @@ class ResumableStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         # In the DataLoader worker: the decoder is this worker's copy, the same object as the map's function.
         in_resumed_pass = self.decoded.epoch == self.start.passes
-        self.decoder.skip_rows = self.rows_to_skip(torch.utils.data.get_worker_info()) if in_resumed_pass else 0
+        worker = torch.utils.data.get_worker_info()
+        self.decoder.skip_rows = rows_handed_out(self.start.batches, self.batch_size, worker,
+                                                 self.decoded.num_shards) if in_resumed_pass else 0
         return iter(self.decoded)
 
-    def rows_to_skip(self, worker) -> int:
-        """Rows this worker (None: the main process) already handed out in the resumed pass."""
-        batches = self.start.batches
-        if worker is not None:
-            batches = batches // worker.num_workers + (1 if worker.id < batches % worker.num_workers else 0)
-        return batches * self.batch_size
+
+def rows_handed_out(batches: int, batch_size: int, worker, shards: int) -> int:
+    """Rows that `worker` (torch's WorkerInfo; None: the main process) had handed out when the DataLoader had
+    handed out `batches`, for a stream of `shards` shards (see the module's docstring)."""
+    if worker is None:
+        return batches * batch_size
+    reading = min(worker.num_workers, shards)  # datasets stops the workers beyond the shards
+    if worker.id >= reading:
+        return 0
+    return (batches // reading + (1 if worker.id < batches % reading else 0)) * batch_size

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import datasets
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from vit_hf.data.decode import decode_image
 from vit_hf.data.loaders import LoaderRequest, batch_collator, choose_loader, loader_settings
 from vit_hf.data.pipeline import plan_loader, prepare
 from vit_hf.data.sources import load_splits
-from vit_hf.data.stream_resume import StreamPosition
+from vit_hf.data.stream_resume import StreamPosition, rows_handed_out
 from vit_hf.recipe.schema import DataConfig
 from vit_hf.training.build import with_loader_settings
 
@@ -159,6 +162,31 @@ def test_a_resumed_stream_continues_at_its_batch_and_pass(saved_stream, tmp_path
     later = stream()
     later.resume_at(StreamPosition(passes=1, batches=0), batch_size=3)
     assert batches_of(later, workers) == second_pass
+
+
+def test_workers_beyond_a_streams_shards_hand_out_nothing_and_the_others_share_its_batches():
+    def worker(i: int, of: int):
+        return SimpleNamespace(id=i, num_workers=of)  # the fields of torch's WorkerInfo that count
+
+    # 64 shards, 4 workers: 7 batches came from workers 0, 1, 2, 3, 0, 1, 2 (batches of 3 rows)
+    assert [rows_handed_out(7, 3, worker(i, 4), shards=64) for i in range(4)] == [6, 6, 6, 3]
+    # 2 shards, 4 workers: datasets stops workers 2 and 3; the 7 came from workers 0, 1, 0, 1, 0, 1, 0
+    assert [rows_handed_out(7, 3, worker(i, 4), shards=2) for i in range(4)] == [12, 9, 0, 0]
+    assert rows_handed_out(7, 3, None, shards=2) == 21  # no workers: the main process handed out all
+
+
+def test_a_resumed_stream_with_fewer_shards_than_workers_continues_at_its_batch(saved_stream, tmp_path):
+    cfg, _ = saved_stream
+    mapped = load_splits(dataclasses.replace(cfg, streaming=False), seed=0)
+    splits = dataclasses.replace(mapped, train=mapped.train.to_iterable_dataset(num_shards=2))
+
+    def stream():
+        return prepare(cfg, splits, 16, 1.0, choose_loader("auto", True, 0, torch.device("cpu")), args(tmp_path)).train
+
+    first_pass = batches_of(stream(), workers=3)  # worker 2 has no shard: 0 and 1 take turns
+    resumed = stream()
+    resumed.resume_at(StreamPosition(passes=0, batches=3), batch_size=3)
+    assert sorted(batches_of(resumed, workers=3)) == sorted(first_pass[3:])
 
 
 def test_the_rows_a_resumed_stream_skips_are_never_decoded(saved_stream, tmp_path):
