@@ -5,9 +5,11 @@ Details: docs/DESIGN.md, "Decoding".
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ from ..errors import DataError
 logger = logging.getLogger(__name__)
 
 # data.max_image_pixels' default: an image is never decoded to more than this many pixels, ~150 MB as 8-bit
-# RGB in each decoding process. PIL itself only warns below 89M pixels and refuses above 179M.
+# RGB in each decoding process. Pillow's own limit (a warning above 89M pixels, an error above 179M) is off
+# while vit_hf opens an image: this one decides (_pillows_pixel_limit_off).
 MAX_IMAGE_PIXELS = 50_000_000
 
 # Stream decoding works on small batches: a loader worker's first batch comes quickly and its memory stays low.
@@ -111,8 +114,7 @@ def open_image(value: dict | str) -> Image.Image:
     try:
         if value.get("bytes") is None and not is_local_path(value["path"]):
             return _DATASETS_IMAGE.decode_example(value)
-        with warnings.catch_warnings():  # data.max_image_pixels decides about big images, before decoding
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _pillows_pixel_limit_off():
             return Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"])
     except UnidentifiedImageError:
         raise BadImage(f"cannot decode image {name}: not in an image format Pillow reads") from None
@@ -120,6 +122,25 @@ def open_image(value: dict | str) -> Image.Image:
     # struct.error, DecompressionBombError, ...); whatever it raises, this image cannot be used.
     except Exception as exc:  # noqa: BLE001
         raise BadImage(f"cannot decode image {name}: {type(exc).__name__}: {exc}") from None
+
+
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pillows_pixel_limit_off():
+    """Pillow's own size check off for one Image.open, then back as it was (other code in the process keeps it).
+
+    Image.open warns above Image.MAX_IMAGE_PIXELS (89M pixels) and refuses above twice that (179M) from the
+    header, before data.max_image_pixels could decide: a 200M-pixel JPEG that decodes reduced under the limit
+    would be a bad image. vit_hf checks the size itself right after the open, still before decoding. Pillow has
+    no per-call setting; the lock keeps two threads from restoring each other's None."""
+    with _PILLOW_LIMIT_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def _load(img: Image.Image, name: str) -> Image.Image:

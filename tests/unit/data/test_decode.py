@@ -266,6 +266,21 @@ def test_an_image_above_the_pixel_limit_is_refused_before_decoding():
             decode_image({"bytes": data, "path": "giant.png"}, 64)
 
 
+def test_pillows_own_limit_never_decides_before_data_max_image_pixels(monkeypatch):
+    # Above 2 x Image.MAX_IMAGE_PIXELS (179M) Image.open itself raised DecompressionBombError, from the header.
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(BadImage, match=r"14000 x 13000 = 182,000,000 pixels, above data.max_image_pixels"):
+        decode_image({"bytes": giant_png(14_000, 13_000), "path": "giant.png"}, 64)
+    assert Image.MAX_IMAGE_PIXELS == limit  # off for the open only
+    # A JPEG above Pillow's limit (made small here) and under data.max_image_pixels is decoded, as any other.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500_000)
+    buffer = io.BytesIO()
+    Image.new("RGB", (2000, 1500), (200, 30, 30)).save(buffer, "JPEG")
+    out = decode_image({"bytes": buffer.getvalue(), "path": None}, 64, max_pixels=4_000_000)
+    assert out.shape == (3, 64, 64) and abs(int(out[0, 32, 32]) - 200) <= 3
+    assert Image.MAX_IMAGE_PIXELS == 500_000
+
+
 def test_a_jpeg_above_the_limit_is_decoded_reduced_below_it_and_another_format_is_refused():
     big = Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)).resize((2000, 1500))
     encoded = {}
