@@ -65,8 +65,9 @@ def _file_bytes(image) -> bytes:
 
 def collate_encoded(features: list[dict]) -> dict:
     """A batch of encoded rows: the files as a list (their lengths differ; they stay on the host, where nvJPEG
-    reads them), the labels as a tensor."""
-    return {"encoded": [f["encoded"] for f in features], "labels": torch.tensor([int(f["labels"]) for f in features])}
+    reads them), the labels as a tensor. Labels first: the Trainer counts a batch's samples with find_batch_size,
+    the first dimension of the first array it meets, which in the files would be the first JPEG's bytes."""
+    return {"labels": torch.tensor([int(f["labels"]) for f in features]), "encoded": [f["encoded"] for f in features]}
 
 
 def decode_on_device(encoded: list[np.ndarray], decoding: Decoding, device: torch.device,

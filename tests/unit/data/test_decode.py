@@ -316,6 +316,18 @@ def test_the_workers_pass_jpeg_files_through_and_decode_the_rest_on_the_cpu(phot
         np.testing.assert_array_equal(row[len(RAW_PREFIX):].reshape(3, 32, 32), decoding(image).numpy())
 
 
+def test_a_batch_of_jpeg_files_counts_its_images_for_the_trainer(photo_jpegs):
+    # The Trainer counts samples with find_batch_size (the first array's first dimension): not the bytes of a file.
+    from transformers.trainer_pt_utils import find_batch_size
+
+    from vit_hf.data.loaders import batch_collator
+
+    rows = [{"encoded": np.frombuffer(data, np.uint8), "labels": i % 3} for i, data in enumerate(photo_jpegs[:5])]
+    batch = batch_collator(rows)
+    assert find_batch_size(batch) == 5 and batch["labels"].tolist() == [0, 1, 2, 0, 1]
+    assert [row.tobytes() for row in batch["encoded"]] == photo_jpegs[:5]
+
+
 def test_the_device_resize_makes_decode_images_geometry_within_a_level(photo_jpegs):
     from vit_hf.data.decode import Decoding
     from vit_hf.data.gpu_decode import resize_on_device
