@@ -202,19 +202,28 @@ def test_gpu_decode_of_streamed_jpegs_learns(tmp_path):
 def test_gpu_decoded_pixels_are_within_a_few_levels_of_the_cpu_decoders():
     # nvJPEG's IDCT and colour conversion are not libjpeg's, and the resize is float bicubic: stated 3 levels (of
     # 255) on average for each image; a corrupt file is left out; a PNG goes through the CPU decoder bit-exactly.
+    import io
+
+    from PIL import Image
+
     from vit_hf.data.decode import Decoding, decode_image
     from vit_hf.data.gpu_decode import JpegPassThrough, decode_on_device
 
     rng = np.random.default_rng(0)
     files = [photo_like_jpeg(rng, i % 3) for i in range(12)]
-    rows = [{"bytes": data, "path": None} for data in files] + [{"bytes": files[0][:5000], "path": "cut.jpg"}]
+    png = io.BytesIO()
+    Image.open(io.BytesIO(files[1])).save(png, "PNG")
+    rows = [{"bytes": data, "path": None} for data in files] + [{"bytes": files[0][:5000], "path": "cut.jpg"},
+                                                                {"bytes": png.getvalue(), "path": "b.png"}]
     for decoding in (Decoding(176), Decoding(224, 0.875)):
-        encoded = JpegPassThrough(decoding, "skip", never_empty=False)({"image": rows, "label": list(range(13))})
+        encoded = JpegPassThrough(decoding, "skip", never_empty=False)({"image": rows, "label": list(range(14))})
         pixels, kept = decode_on_device(encoded["encoded"], decoding, torch.device("cuda"))
-        assert kept == list(range(12)) and pixels.shape == (12, 3, decoding.size, decoding.size)
+        assert kept == [*range(12), 13] and pixels.shape == (13, 3, decoding.size, decoding.size)
         for image, data in zip(pixels.cpu(), files):
             cpu = decode_image({"bytes": data, "path": None}, decoding.size, decoding.crop_pct)
             assert (image.int() - cpu.int()).abs().float().mean() <= 3.0
+        png_pixels = decode_image(rows[13], decoding.size, decoding.crop_pct)
+        assert torch.equal(pixels[12].cpu(), png_pixels)  # decoded by the worker, copied over with the others
 
 
 def test_streaming_parquet_with_workers(tmp_path):

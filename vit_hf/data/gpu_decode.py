@@ -73,43 +73,66 @@ def collate_encoded(features: list[dict]) -> dict:
 def decode_on_device(encoded: list[np.ndarray], decoding: Decoding, device: torch.device,
                      on_bad_image: str = "skip") -> tuple[torch.Tensor, list[int]]:
     """(uint8 [N, 3, S, S] on `device`, the rows they are): the batch's JPEGs decoded by nvJPEG in one call, the
-    CPU-decoded rows copied over. A JPEG that nvJPEG refuses is decoded on the CPU; one that cannot be decoded
-    at all is left out (on_bad_image: skip) or raises BadImage."""
-    from torchvision.io import ImageReadMode, decode_jpeg  # data.gpu_decode needs torchvision (pipeline checks)
+    CPU-decoded rows copied over together. A JPEG that nvJPEG refuses is decoded on the CPU; one that cannot be
+    decoded at all is left out (on_bad_image: skip) or raises BadImage."""
+    from torchvision.io import ImageReadMode, decode_jpeg  # data.gpu_decode needs torchvision (preflight checks)
 
-    raw = {i for i, row in enumerate(encoded) if _is_raw(row)}
-    jpegs = [i for i in range(len(encoded)) if i not in raw]
-    images = {i: _raw_pixels(encoded[i], decoding.size).to(device, non_blocking=True) for i in raw}
+    on_host = {i: _raw_pixels(row, decoding.size) for i, row in enumerate(encoded) if _is_raw(row)}
+    jpegs = [i for i in range(len(encoded)) if i not in on_host]
+    images = {}
     try:
         decoded = decode_jpeg([torch.from_numpy(encoded[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device)
         images.update({i: resize_on_device(image, decoding) for i, image in zip(jpegs, decoded)})
     except RuntimeError:  # one bad file fails the whole call: decode the batch one by one instead
         for i in jpegs:
-            image = _one_on_device(encoded[i], decoding, device, on_bad_image)
+            image = _one_on_device(encoded[i], decoding, device)
             if image is not None:
                 images[i] = image
+            elif (pixels := _one_on_host(encoded[i], decoding, on_bad_image)) is not None:
+                on_host[i] = pixels
+    if on_host:
+        rows = sorted(on_host)
+        images.update(zip(rows, _stacked_on_device([on_host[i] for i in rows], device).unbind(0)))
     kept = sorted(images)
     if not kept:
         raise DataError("data.gpu_decode: no image of a batch could be decoded; check data.dataset")
     return torch.stack([images[i] for i in kept]), kept
 
 
-def _one_on_device(row: np.ndarray, decoding: Decoding, device, on_bad_image: str) -> torch.Tensor | None:
-    """One JPEG: by nvJPEG, else by the CPU decoder (which names the file's problem), else None (skipped)."""
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without stalling the host: a copy from pageable memory waits for the GPU's
+    queue to drain, one from pinned (page-locked) memory is asynchronous (and safe to free: torch's pinned
+    allocator keeps the buffer until the copy is done)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return (tensor if tensor.is_pinned() else tensor.pin_memory()).to(device, non_blocking=True)
+
+
+def _stacked_on_device(rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Host rows as one tensor on `device`: stacked straight into pinned memory, then one copy for them all."""
+    out = torch.empty((len(rows), *rows[0].shape), dtype=rows[0].dtype, pin_memory=device.type == "cuda")
+    return to_device(torch.stack(rows, out=out), device)
+
+
+def _one_on_device(row: np.ndarray, decoding: Decoding, device) -> torch.Tensor | None:
+    """One JPEG by nvJPEG; None when it refuses the file."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     try:
         return resize_on_device(decode_jpeg(torch.from_numpy(row), mode=ImageReadMode.RGB, device=device), decoding)
     except RuntimeError:
-        pass
+        return None
+
+
+def _one_on_host(row: np.ndarray, decoding: Decoding, on_bad_image: str) -> torch.Tensor | None:
+    """One file nvJPEG refused, by the CPU decoder (which names the file's problem); None when skipped."""
     try:
-        pixels = decoding({"bytes": row.tobytes(), "path": None})
+        return decoding({"bytes": row.tobytes(), "path": None})
     except BadImage as error:
         if on_bad_image == "raise":
             raise
         logger.warning("skipped (data.on_bad_image: skip): %s", error)
         return None
-    return pixels.to(device, non_blocking=True)
 
 
 def resize_on_device(image: torch.Tensor, decoding: Decoding) -> torch.Tensor:

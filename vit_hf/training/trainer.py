@@ -17,7 +17,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..augment.mixing import soft_target_cross_entropy
-from ..data.gpu_decode import decode_on_device
+from ..data.gpu_decode import decode_on_device, to_device
 from ..data.stream_resume import StreamPosition
 from ..errors import RecipeError
 from ..hub.card import write_model_card
@@ -109,7 +109,11 @@ class VitTrainer(Trainer):
         gpu = self.options.gpu_decode
         pixels, kept = decode_on_device(inputs["encoded"], gpu.train if split == "train" else gpu.eval, device,
                                         gpu.on_bad_image)
-        labels = inputs["labels"] if len(kept) == len(inputs["encoded"]) else inputs["labels"][kept]
+        labels = inputs["labels"]
+        if len(kept) < len(inputs["encoded"]):
+            # Bad files were left out, so their labels go too: by an index built on the host and copied from pinned
+            # memory (a Python list as the index is copied from pageable memory, a host sync).
+            labels = labels.index_select(0, to_device(torch.tensor(kept), labels.device))
         return {"pixel_values": pixels, "labels": labels}
 
     def _training_progress(self) -> float:
