@@ -159,9 +159,9 @@ class VitTrainer(Trainer):
 
         The Trainer's own counts every pixel as a token, and walks the model's modules at every micro-batch
         to count its parameters again; here they are counted once."""
-        patch = getattr(self.model.config, "patch_size", None)
-        shape = _batch_shape(inputs, self.model.config)
-        if shape is None or not isinstance(patch, int):
+        patch = getattr(self.model.config, "patch_size", None)  # a model without patches (timm's wrapper, a CNN)
+        shape = _batch_shape(inputs, self.options.image_size) if isinstance(patch, int) else None
+        if shape is None:
             return super().floating_point_ops(inputs)
         if self._parameter_count is None:
             self._parameter_count = sum(p.numel() for p in self.model.parameters())
@@ -270,14 +270,14 @@ class VitTrainer(Trainer):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
 
-def _batch_shape(inputs: dict[str, Any], config) -> tuple[int, int, int] | None:
+def _batch_shape(inputs: dict[str, Any], image_size: int | None) -> tuple[int, int, int] | None:
     """(images, height, width) of a micro-batch as the loader gave it; JPEG files (data.gpu_decode) are decoded at
-    the model's size."""
+    the run's image size (RunOptions.image_size: not every model's config has one); None when unknown."""
     pixels = inputs.get("pixel_values")
     if pixels is not None:
         return pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
-    if "encoded" in inputs:
-        return len(inputs["encoded"]), config.image_size, config.image_size
+    if "encoded" in inputs and image_size is not None:
+        return len(inputs["encoded"]), image_size, image_size
     return None
 
 

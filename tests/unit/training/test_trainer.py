@@ -7,6 +7,7 @@ what VitTrainer restores with `from_pretrained(checkpoint)`, and show that the p
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import Trainer, default_data_collator
 
@@ -108,3 +109,23 @@ def test_eval_only_decodes_the_eval_files_on_the_device_as_training_does(tmp_pat
     options = evaluation_options(recipe, prep)
     assert options.gpu_decode is not None and options.gpu_decode == gpu_decoding(recipe.data, prep)
     assert options.gpu_decode.eval == eval_decoding(recipe.data, 32, 0.875)
+
+
+def test_the_flops_of_a_batch_of_files_count_the_runs_image_size_and_need_none_in_the_config(tmp_path):
+    # The image size came from model.config.image_size, read before the patch size: a config without one (timm's
+    # wrapper on the Hub, a CNN) raised AttributeError at the first step.
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTForImageClassification
+
+    from tests.helpers.models import tiny_vit_config
+    from tests.helpers.trainers import arguments
+    from vit_hf.training.batches import RunOptions
+
+    batch = {"labels": torch.tensor([0, 1]), "encoded": [np.frombuffer(b"\xff\xd8 a JPEG", np.uint8)] * 2}
+    vit = VitTrainer(model=ViTForImageClassification(tiny_vit_config(image_size=16, patch_size=4)),
+                     args=arguments(tmp_path, eval_strategy="no"), options=RunOptions(image_size=32))
+    parameters = sum(p.numel() for p in vit.model.parameters())
+    assert vit.floating_point_ops(batch) == 6 * parameters * ((32 // 4) ** 2 + 1) * 2  # at the run's 32 px
+    cnn = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=3))
+    assert not hasattr(cnn.config, "image_size") and not hasattr(cnn.config, "patch_size")
+    trainer = VitTrainer(model=cnn, args=arguments(tmp_path, eval_strategy="no"), options=RunOptions(image_size=32))
+    assert trainer.floating_point_ops(batch) == 0  # the Trainer's own estimate: it finds no pixel_values to count
