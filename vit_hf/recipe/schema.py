@@ -208,7 +208,8 @@ class DataConfig(Section):
         False,
         "Streams and data.loader: decode on a CUDA device: DataLoader workers only read the files, and each batch "
         "of JPEGs is decoded on the GPU (torchvision.io.decode_jpeg, nvJPEG), then resized there; other formats "
-        "are decoded on the CPU. Needs torchvision. The cached loaders decode once on the CPU instead.",
+        "are decoded on the CPU. Needs torchvision: pip install vit_hf[gpu-decode]. The cached loaders decode once "
+        "on the CPU instead.",
     )
     progressive_start_size: int | None = _key(
         None,
