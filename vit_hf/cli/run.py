@@ -24,7 +24,7 @@ from ..recipe.training_args import training_arguments
 from ..search.study import search
 from ..training.evaluate import evaluate_only
 from ..training.train import prepare_data, train
-from .preflight import check_output_dir, check_weight_files
+from .preflight import check_gpu_decode, check_output_dir, check_weight_files
 
 USAGE = """usage: python -m vit_hf.run RECIPE.yaml [--eval-only | --search | --prepare-data] [--section.key value ...]
 
@@ -88,6 +88,8 @@ def run(argv: list[str], started_at: float) -> int:
     args = training_arguments(recipe)  # TrainingArguments' own checks, before any data is loaded
     check_output_dir(args.output_dir)
     check_weight_files(recipe)
+    if modes != ["--prepare-data"]:  # a node that only builds the caches decodes nothing on a GPU
+        check_gpu_decode(recipe.data, args)
     bound_requests()  # no Hub request of this run (data, model, resume: hub, pushes) can hang it
     with output_dir_lock(args.output_dir):  # a second run into the same output_dir stops here
         if modes == ["--eval-only"]:

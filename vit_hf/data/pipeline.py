@@ -16,14 +16,12 @@ on the device; evaluation images get the saved image processor's geometry, decod
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 
 import datasets
 import torch
 
-from ..errors import DataError
 from ..recipe.schema import DataConfig
 from .cache import build_cache, check_disk_space, plan_cache
 from .decode import BatchDecoder, Decoding, attach_decoding, stream_decoded
@@ -60,8 +58,6 @@ def plan_loader(cfg: DataConfig, splits, image_size: int, args, explicit_trainin
 
     Sized from the split lengths before anything is decoded: uint8 [3, S, S] per image, S the split's size."""
     streaming = decodes_as_read(cfg)
-    if cfg.gpu_decode:
-        _check_gpu_decode(args.device)
     nbytes = 0 if streaming else sum(
         len(ds) * 3 * size * size
         for ds, size in ((splits.train, cfg.storage_size or image_size), (splits.eval, image_size)) if ds is not None
@@ -78,15 +74,6 @@ def plan_loader(cfg: DataConfig, splits, image_size: int, args, explicit_trainin
     for note in choice.notes:
         logger.info("data: %s", note)
     return choice
-
-
-def _check_gpu_decode(device) -> None:
-    if device.type != "cuda":
-        raise DataError(f"data.gpu_decode: true needs a CUDA device, and this run trains on {device}; set "
-                        "data.gpu_decode: false")
-    if importlib.util.find_spec("torchvision") is None:
-        raise DataError("data.gpu_decode: true decodes with torchvision.io.decode_jpeg, and torchvision is not "
-                        "installed: pip install torchvision (the build that matches torch), or data.gpu_decode: false")
 
 
 def _describe(choice: LoaderChoice) -> str:

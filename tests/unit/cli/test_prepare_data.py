@@ -36,3 +36,12 @@ def test_prepare_data_builds_the_caches_trains_nothing_and_the_run_after_it_reus
     assert caplog.text.count("cache: reusing") == 2 and "cache: decoding" not in caplog.text
     assert cache_files(cache) == prepared  # the same files, not decoded again
     assert (out / "model.safetensors").is_file()
+
+
+def test_prepare_data_needs_no_gpu_for_a_recipe_that_decodes_on_one(tmp_path, caplog):
+    # data.gpu_decode asks for CUDA when training; a node that only gets the data ready has none to use.
+    caplog.set_level(logging.INFO)
+    recipe = tiny_recipe(make_imagefolder(tmp_path / "data", per_class=2, size=16), tmp_path / "out")
+    recipe["data"] |= {"loader": "decode", "gpu_decode": True}
+    assert main([str(write_recipe(tmp_path, recipe)), "--prepare-data"]) == 0
+    assert "has no cache to build" in caplog.text

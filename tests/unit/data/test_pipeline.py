@@ -200,13 +200,11 @@ def test_the_rows_a_resumed_stream_skips_are_never_decoded(saved_stream, tmp_pat
     assert len(list(stream)) == total - 6 and len(decoded) == total - 6  # the 6 skipped rows were not decoded
 
 
-def test_gpu_decode_without_cuda_or_on_a_cache_is_a_clear_error(tmp_path):
-    from vit_hf.errors import DataError, RecipeError
+def test_gpu_decode_on_a_cache_is_a_clear_error(tmp_path):
+    # (gpu_decode without CUDA or torchvision: the CLI's preflight, tests/unit/cli/test_preflight.py)
+    from vit_hf.errors import RecipeError
     from vit_hf.recipe.load import load_recipe
 
-    splits = load_splits(DataConfig(dataset=str(make_imagefolder(tmp_path / "data", per_class=2))), seed=0)
-    with pytest.raises(DataError, match="data.gpu_decode: true needs a CUDA device"):
-        plan_loader(DataConfig(dataset="x", loader="decode", gpu_decode=True), splits, 16, args(tmp_path / "o"))
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data: {dataset: x, gpu_decode: true}\nmodel: {preset: vit-tiny}\ntraining: {output_dir: o}\n")
     with pytest.raises(RecipeError, match="data.gpu_decode decodes streams and data.loader: decode"):
