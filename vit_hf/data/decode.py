@@ -24,13 +24,9 @@ from transformers import BitImageProcessorPil
 from transformers.image_utils import PILImageResampling
 
 from ..errors import DataError
+from ..recipe.schema import MAX_IMAGE_PIXELS
 
 logger = logging.getLogger(__name__)
-
-# data.max_image_pixels' default: an image is never decoded to more than this many pixels, ~150 MB as 8-bit
-# RGB in each decoding process. Pillow's own limit (a warning above 89M pixels, an error above 179M) is off
-# while vit_hf opens an image: this one decides (_pillows_pixel_limit_off).
-MAX_IMAGE_PIXELS = 50_000_000
 
 # Stream decoding works on small batches: a loader worker's first batch comes quickly and its memory stays low.
 STREAM_DECODE_BATCH = 32

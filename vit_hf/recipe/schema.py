@@ -30,6 +30,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "vit-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
 }
 DEFAULT_IMAGE_SIZE = 224  # data.image_size when neither the recipe nor a pretrained model gives one
+MAX_IMAGE_PIXELS = 50_000_000  # data.max_image_pixels' default (decode.Decoding's too)
 # training.lr_scheduler_type values a time budget can drive (training/schedule.py), by the shape they take.
 BUDGET_SCHEDULES = {
     "cosine": "cosine",
@@ -279,10 +280,10 @@ class DataConfig(Section):
         check=_probability, expected='a probability in [0, 1]', augment=True,
     )
     max_image_pixels: int = _key(
-        50_000_000,
+        MAX_IMAGE_PIXELS,
         "An image larger than this (width x height) is never decoded whole: a JPEG is decoded reduced (1/2, 1/4 "
         "or 1/8 scale) below it, any other image is a bad image (see on_bad_image), before any pixel is decoded. "
-        "50M pixels are 150 MB as RGB in each decoding process.",
+        f"{MAX_IMAGE_PIXELS // 10**6}M pixels are {3 * MAX_IMAGE_PIXELS // 10**6} MB as RGB in each decoding process.",
         check=lambda v: v >= 1, expected='an integer >= 1',
     )
     on_bad_image: Literal["skip", "raise"] = _key(
