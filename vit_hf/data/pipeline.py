@@ -42,6 +42,8 @@ def train_decoding(cfg: DataConfig, image_size: int) -> Decoding:
 
 def eval_decoding(cfg: DataConfig, image_size: int, crop_pct: float) -> Decoding:
     return Decoding(image_size, crop_pct, reduced=False, max_pixels=cfg.max_image_pixels)
+
+
 # The TrainingArguments keys a recipe may set that LoaderRequest reads.
 DATALOADER_KEYS = ("num_workers", "persistent_workers", "prefetch_factor", "pin_memory")
 
