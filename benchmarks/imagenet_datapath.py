@@ -72,21 +72,21 @@ def hf_example_rate(train: datasets.Dataset) -> float:
     return len(decoded) / (time.perf_counter() - start)
 
 
-def cache_build_rate(train: datasets.Dataset, cfg: DataConfig, size: int,
-                     workers: int) -> tuple[float, datasets.Dataset]:
+def cache_build_rate(train: datasets.Dataset, cfg: DataConfig, size: int, workers: int,
+                     scratch: Path) -> tuple[float, datasets.Dataset]:
     """(b): images/s of a fresh build of the train split's cache on `workers` processes."""
-    folder = Path(tempfile.mkdtemp(prefix="imagenet_datapath_cache_"))
+    folder = Path(tempfile.mkdtemp(prefix="cache_", dir=scratch))
     start = time.perf_counter()
     cached = build_cache(plan_cache(train, train_decoding(cfg, size), folder, name="train"), workers)
     return len(train) / (time.perf_counter() - start), cached
 
 
-def mmap_read_rate(cached: datasets.Dataset, batches: int) -> float:
+def mmap_read_rate(cached: datasets.Dataset, batches: int, scratch: Path) -> float:
     """(c): uint8 batches from the Trainer's train DataLoader over the mmap store, random order."""
     store = make_store(cached, "mmap", torch.device("cpu"))
     config = ViTConfig(image_size=16, patch_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
                        intermediate_size=8, num_labels=len(CLASSES))
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH, use_cpu=True,
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(dir=scratch), per_device_train_batch_size=BATCH, use_cpu=True,
                              dataloader_num_workers=0, remove_unused_columns=False, report_to="none")
     trainer = VitTrainer(model=ViTForImageClassification(config), args=args, train_dataset=store,
                          data_collator=batch_collator)
@@ -114,7 +114,7 @@ def write_parquet_shards(train: datasets.Dataset, folder: Path) -> Path:
     return folder
 
 
-def stream_decode_rate(parquet: Path, size: int, workers: int, images: int) -> float:
+def stream_decode_rate(parquet: Path, size: int, workers: int, images: int, scratch: Path) -> float:
     """(d): images/s decoded from the streamed parquet shards, shuffled, in `workers` DataLoader workers."""
     from vit_hf.data.loaders import choose_loader
     from vit_hf.data.pipeline import prepare
@@ -122,7 +122,7 @@ def stream_decode_rate(parquet: Path, size: int, workers: int, images: int) -> f
     cfg = DataConfig(dataset=str(parquet), streaming=True, storage_size=size, shuffle_buffer=256, validation_size=0.01)
     splits = load_splits(cfg, seed=0)
     wanted = int(0.9 * images)
-    args = TrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True, report_to="none")
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(dir=scratch), use_cpu=True, report_to="none")
     stream = prepare(cfg, splits, size, 1.0, choose_loader("auto", True, 0, torch.device("cpu")), args).train
     loader = torch.utils.data.DataLoader(stream, batch_size=BATCH, num_workers=workers)
     # Timed over the first 90%: at its end a parquet stream's worker sleeps 5 s (datasets' wait for pyarrow's
@@ -145,52 +145,60 @@ def main() -> None:
     args = parser.parse_args()
     datasets.disable_progress_bars()
     torch.set_num_threads(1)  # one core for the single-process paths; the cache's pool sets its own
-    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="imagenet_like_"))
+    scratch = Path(tempfile.mkdtemp(prefix="imagenet_datapath_"))  # every folder of this run but --keep's
+    try:
+        report(args, measure(args, scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def measure(args, scratch: Path) -> dict[str, float]:
+    """Each path's best images/s (see the module's docstring)."""
+    root = Path(args.keep) if args.keep else scratch / "imagenet_like"
     if not (root / "train").is_dir():
         started = time.perf_counter()
         make_imagenet_like(root, classes=CLASSES, per_class=args.images // len(CLASSES), eval_per_class=10)
         print(f"generated {args.images} ImageNet-like JPEGs in {time.perf_counter() - started:.0f} s: {root}")
     cfg = DataConfig(dataset=str(root), storage_size=args.size)
     train = load_splits(cfg, seed=0).train
-    files = sorted((root / "train").glob("*/*.JPEG"))
-    sizes = [path.stat().st_size for path in files]
-    print(f"{len(files)} JPEGs, mean {np.mean(sizes) / 1e3:.0f} KB (min {min(sizes) / 1e3:.0f}, max "
+    sizes = [path.stat().st_size for path in sorted((root / "train").glob("*/*.JPEG"))]
+    print(f"{len(sizes)} JPEGs, mean {np.mean(sizes) / 1e3:.0f} KB (min {min(sizes) / 1e3:.0f}, max "
           f"{max(sizes) / 1e3:.0f})")
-
     hf, build, build_1 = [], [], []
     for _ in range(args.runs):  # alternating, so that the machine's load falls on every path alike
         hf.append(hf_example_rate(train))
-        rate, cached = cache_build_rate(train, cfg, args.size, args.workers)
+        rate, cached = cache_build_rate(train, cfg, args.size, args.workers, scratch)
         build.append(rate)
-        build_1.append(cache_build_rate(train, cfg, args.size, 1)[0])
-    mmap = best_of(args.runs, lambda: mmap_read_rate(cached, batches=40))
-    parquet = write_parquet_shards(train, Path(tempfile.mkdtemp(prefix="imagenet_like_parquet_")))
-    stream = best_of(args.runs, lambda: stream_decode_rate(parquet, args.size, args.workers, len(train)))
+        build_1.append(cache_build_rate(train, cfg, args.size, 1, scratch)[0])
+    mmap = best_of(args.runs, lambda: mmap_read_rate(cached, 40, scratch))
+    parquet = write_parquet_shards(train, scratch / "parquet")
+    stream = best_of(args.runs, lambda: stream_decode_rate(parquet, args.size, args.workers, len(train), scratch))
+    return {"hf_example": max(hf), "cache_build": max(build), "cache_build_1": max(build_1), "mmap_read": mmap,
+            "stream_decode": stream}
+
+
+def report(args, rates: dict[str, float]) -> None:
     rows = {
-        "(a) hf_example: PIL full decode + RandomResizedCrop 224 + ToTensor/Normalize": (max(hf), 1),
-        f"(b) vit_hf cache build at {args.size} px, {args.workers} processes": (max(build), args.workers),
-        f"(b) vit_hf cache build at {args.size} px, 1 process": (max(build_1), 1),
-        f"(c) vit_hf mmap read at {args.size} px (Trainer loader, random order)": (mmap, 1),
-        f"(d) vit_hf stream decode at {args.size} px, {args.workers} workers": (stream, args.workers),
+        "(a) hf_example: PIL full decode + RandomResizedCrop 224 + ToTensor/Normalize": (rates["hf_example"], 1),
+        f"(b) vit_hf cache build at {args.size} px, {args.workers} processes": (rates["cache_build"], args.workers),
+        f"(b) vit_hf cache build at {args.size} px, 1 process": (rates["cache_build_1"], 1),
+        f"(c) vit_hf mmap read at {args.size} px (Trainer loader, random order)": (rates["mmap_read"], 1),
+        f"(d) vit_hf stream decode at {args.size} px, {args.workers} workers": (rates["stream_decode"], args.workers),
     }
     print(f"\nimages/s on {available_cores()} cores ({args.images} train images; best of {args.runs}):")
     for name, (rate, processes) in rows.items():
         print(f"  {name:78s} {rate:9,.0f} img/s  {rate / processes:8,.0f} per core")
-    per_core_build = max(build_1)
-    speedup = per_core_build / max(hf)
+    per_core_build = rates["cache_build_1"]
     per_image = bytes_per_image(args.size)
-    print(f"\nscaling: {max(build) / (args.workers * per_core_build):.0%} of {args.workers} x the one-process build")
+    print(f"\nscaling: {rates['cache_build'] / (args.workers * per_core_build):.0%} of {args.workers} x the "
+          "one-process build")
     print(f"ImageNet-1k from this machine's per-core build rate ({per_core_build:,.0f} img/s; an estimate):")
     for cores in (16, 32):
         print(f"  {cores} cores: train cache {IMAGENET_TRAIN * per_image / 1e9:.1f} GB in "
               f"{IMAGENET_TRAIN / (cores * per_core_build) / 60:.1f} min")
     print(f"  eval cache at 224 px: {IMAGENET_EVAL * bytes_per_image(224) / 1e9:.1f} GB")
-    print(json.dumps({"hf_example": max(hf), "cache_build": max(build), "cache_build_1": max(build_1),
-                      "mmap_read": mmap, "stream_decode": stream, "workers": args.workers, "size": args.size}))
-    print(f"cache_build_speedup: {speedup:.2f} mmap_read_img_s: {mmap:.0f}")
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
-
+    print(json.dumps(rates | {"workers": args.workers, "size": args.size}))
+    print(f"cache_build_speedup: {per_core_build / rates['hf_example']:.2f} mmap_read_img_s: {rates['mmap_read']:.0f}")
 
 if __name__ == "__main__":
     main()
