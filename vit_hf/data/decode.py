@@ -186,13 +186,13 @@ def _decoded_view(img: Image.Image | dict | str, size: int, crop_pct: float, red
     name = image_name(img)
     if opened_here:
         img = open_image(img)
-    resized = _resized_size(img.size, round(size / crop_pct))
+    resized = resized_size(img.size, round(size / crop_pct))
     extent = _draft(img, resized, reduced or _pixels(img.size) > max_pixels)
     if _pixels(img.size) > max_pixels:
         raise BadImage(f"cannot decode image {name}: {img.size[0]} x {img.size[1]} = {_pixels(img.size):,} pixels, "
                        f"above data.max_image_pixels ({max_pixels:,})")
     img = _load(img, name)
-    if opened_here and _turns_sideways(img):
+    if opened_here and turns_sideways(img):
         extent, resized = extent[::-1], resized[::-1]
     if opened_here:
         img = _upright(img)
@@ -203,7 +203,7 @@ def _decoded_view(img: Image.Image | dict | str, size: int, crop_pct: float, red
     return _resize_and_crop(img, extent, resized, size)
 
 
-def _resized_size(width_height: tuple[int, int], shorter: int) -> tuple[int, int]:
+def resized_size(width_height: tuple[int, int], shorter: int) -> tuple[int, int]:
     """(width, height) with the shorter side `shorter`; the longer side rounded down, as transformers does."""
     width, height = width_height
     if width <= height:
@@ -237,7 +237,9 @@ def _orientation(img: Image.Image) -> int | None:
     return img.getexif().get(Image.ExifTags.Base.Orientation)
 
 
-def _turns_sideways(img: Image.Image) -> bool:
+def turns_sideways(img: Image.Image) -> bool:
+    """The image's EXIF orientation turns it by 90 or 270 degrees (shared with gpu_decode, which leaves such
+    JPEGs to the CPU)."""
     return _orientation(img) in _SIDEWAYS
 
 

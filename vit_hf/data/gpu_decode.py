@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from .decode import BadImage, BatchDecoder, Decoding, _resized_size, _turns_sideways, open_image
+from .decode import BadImage, BatchDecoder, Decoding, open_image, resized_size, turns_sideways
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class JpegPassThrough(BatchDecoder):
         opened = open_image(image)  # the header only: BadImage when it is not an image
         pixels = opened.size[0] * opened.size[1]
         if opened.format == "JPEG" and opened.mode in GPU_MODES and pixels <= self.decoding.max_pixels \
-                and not _turns_sideways(opened):
+                and not turns_sideways(opened):
             return np.frombuffer(_file_bytes(image), np.uint8)
         return np.concatenate([RAW_PREFIX, self.decoding(image).numpy().reshape(-1)])
 
@@ -141,7 +141,7 @@ def resize_on_device(image: torch.Tensor, decoding: Decoding) -> torch.Tensor:
     if image.shape[-2:] == (decoding.size, decoding.size) and decoding.crop_pct == 1.0:
         return image
     width, height = image.shape[-1], image.shape[-2]
-    resized = _resized_size((width, height), round(decoding.size / decoding.crop_pct))
+    resized = resized_size((width, height), round(decoding.size / decoding.crop_pct))
     scaled = F.interpolate(image.unsqueeze(0).float(), size=(resized[1], resized[0]), mode="bicubic",
                            antialias=True)[0]
     left, top = (resized[0] - decoding.size) // 2, (resized[1] - decoding.size) // 2
