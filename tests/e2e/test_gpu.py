@@ -6,13 +6,15 @@
 Each test trains (or evaluates) a tiny ViT in a subprocess, as a user would, and checks what a user would
 check: exit code 0, accuracy well above chance (1/3) on the three learnable generated classes, the output
 files, the weights after a resume. Covered: data.loader auto / device / memory / mmap / decode,
-data.streaming, training.bf16, training.fp16 (loss scaling), training.torch_compile, extras.ema_decay,
-extras.eval_flip_tta, Mixup/CutMix, RandAugment and TrivialAugment, progressive resizing, model.stem: conv,
-a timm ViT fine-tuned through TimmWrapper (where timm imports), SIGTERM + resume, --eval-only on a dataset
-whose label order differs from the model's, and extras.check_host_syncs with every shipped recipe's option
-set (plus a run with a planted host sync in the step, which must fail).
+data.streaming, data.gpu_decode (nvJPEG, and its pixels against the CPU decoder's), training.bf16,
+training.fp16 (loss scaling), training.torch_compile, extras.ema_decay, extras.eval_flip_tta, Mixup/CutMix,
+RandAugment and TrivialAugment, progressive resizing, model.stem: conv, a timm ViT fine-tuned through
+TimmWrapper (where timm imports), SIGTERM + resume, --eval-only on a dataset whose label order differs from
+the model's, and extras.check_host_syncs with every shipped recipe's option set (plus a run with a planted
+host sync in the step, which must fail).
 
-Only public behaviour: recipe keys, the CLI, the files in output_dir. VIT_HF_GPU_TESTS_ON_CPU=1 runs the
+Only public behaviour: recipe keys, the CLI, the files in output_dir (and one check of the GPU JPEG
+decoder's pixels against the CPU decoder's, through vit_hf.data.gpu_decode). VIT_HF_GPU_TESTS_ON_CPU=1 runs the
 tier on a CPU (slowly; the CUDA-only tests stay skipped) to check the tests themselves without a GPU.
 """
 
@@ -36,7 +38,7 @@ import torch
 import yaml
 
 from tests.helpers import ROOT
-from tests.helpers.datagen import CLASSES, class_image, make_imagefolder, make_parquet_dataset
+from tests.helpers.datagen import CLASSES, class_image, make_imagefolder, make_parquet_dataset, photo_like_jpeg
 from tests.helpers.recipes import TINY_MODEL
 
 ON_CPU = os.environ.get("VIT_HF_GPU_TESTS_ON_CPU") == "1"
@@ -180,6 +182,49 @@ def test_each_loader_learns(tmp_path, images, loader):
     run = train(tmp_path, images, "--data.loader", loader).ok()
     assert f"data: loader {loader} (" in run.log  # the path asked for is the path taken
     assert run.accuracy >= LEARNED
+
+
+@cuda_only
+def test_gpu_decode_of_streamed_jpegs_learns(tmp_path):
+    # data.gpu_decode: the workers read the JPEG files, nvJPEG decodes each batch on the GPU (train and eval).
+    data = make_parquet_dataset(tmp_path / "jpegs", shards=4, per_class=32, image_format="JPEG")
+    run = train(tmp_path, data, "--data.streaming", "true", "--data.gpu_decode", "true", "--training.max_steps", "60",
+                "--training.dataloader_num_workers", "2").ok()
+    assert run.accuracy >= LEARNED
+    assert_saved(run.out)
+    # --eval-only decodes the eval split's files on the GPU too (its batches once reached the model encoded).
+    out = tmp_path / "eval"
+    evaluated = cli(run.out / "recipe.yaml", "--eval-only", "--model.pretrained", run.out, "--training.output_dir",
+                    out, out=out).ok()
+    assert evaluated.accuracy >= LEARNED
+
+
+@cuda_only
+def test_gpu_decoded_pixels_are_within_a_few_levels_of_the_cpu_decoders():
+    # nvJPEG's IDCT and colour conversion are not libjpeg's, and the resize is float bicubic: stated 3 levels (of
+    # 255) on average for each image; a corrupt file is left out; a PNG goes through the CPU decoder bit-exactly.
+    import io
+
+    from PIL import Image
+
+    from vit_hf.data.decode import Decoding, decode_image
+    from vit_hf.data.gpu_decode import JpegPassThrough, decode_on_device
+
+    rng = np.random.default_rng(0)
+    files = [photo_like_jpeg(rng, i % 3) for i in range(12)]
+    png = io.BytesIO()
+    Image.open(io.BytesIO(files[1])).save(png, "PNG")
+    rows = [{"bytes": data, "path": None} for data in files] + [{"bytes": files[0][:5000], "path": "cut.jpg"},
+                                                                {"bytes": png.getvalue(), "path": "b.png"}]
+    for decoding in (Decoding(176), Decoding(224, 0.875)):
+        encoded = JpegPassThrough(decoding, "skip", never_empty=False)({"image": rows, "label": list(range(14))})
+        pixels, kept = decode_on_device(encoded["encoded"], decoding, torch.device("cuda"))
+        assert kept == [*range(12), 13] and pixels.shape == (13, 3, decoding.size, decoding.size)
+        for image, data in zip(pixels.cpu(), files):
+            cpu = decode_image({"bytes": data, "path": None}, decoding.size, decoding.crop_pct)
+            assert (image.int() - cpu.int()).abs().float().mean() <= 3.0
+        png_pixels = decode_image(rows[13], decoding.size, decoding.crop_pct)
+        assert torch.equal(pixels[12].cpu(), png_pixels)  # decoded by the worker, copied over with the others
 
 
 def test_streaming_parquet_with_workers(tmp_path):

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from tests.helpers import ROOT
-from tests.helpers.datagen import make_imagefolder
+from tests.helpers.datagen import make_imagefolder, make_saved_dataset
 from tests.helpers.recipes import tiny_recipe, write_recipe
 from vit_hf.cli.run import main
-from vit_hf.outputs.layout import BUDGET_STATE, latest_checkpoint
+from vit_hf.outputs.layout import BUDGET_STATE, STREAM_POSITION, latest_checkpoint
 
 TRAINING_STARTED = "at the start of training"
 
@@ -177,3 +177,22 @@ def test_an_optimizer_state_of_another_setup_is_a_clear_error(tmp_path, capsys):
     assert code == 2
     error = capsys.readouterr().err
     assert "different model or optimizer setup" in error and checkpoint in error
+
+
+def test_a_streamed_run_resumes_in_the_pass_and_at_the_batch_its_checkpoint_holds(tmp_path, caplog):
+    # 18 training images in batches of 8: a pass is 3 batches (8, 8, 2), so step 4 is the first batch of pass 1.
+    data = make_saved_dataset(tmp_path / "data", per_class=6, size=20)
+    recipe = tiny_recipe(data, tmp_path / "out", max_steps=4, save_strategy="steps", save_steps=4,
+                         eval_strategy="no")
+    recipe["data"]["streaming"] = True
+    assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    position = json.loads((tmp_path / "out" / "checkpoint-4" / STREAM_POSITION).read_text())
+    assert position == {"passes": 1, "batches": 1}
+    (tmp_path / "out" / "model.safetensors").unlink()  # an unfinished run: `resume: auto` continues it
+    recipe["training"]["max_steps"] = 6
+    with caplog.at_level("INFO"):
+        assert main([str(write_recipe(tmp_path, recipe))]) == 0
+    assert any("continues in pass 1 after its first 1 batches" in r.getMessage() for r in caplog.records)
+    position = json.loads((tmp_path / "out" / "checkpoint-6" / STREAM_POSITION).read_text())
+    assert position == {"passes": 1, "batches": 3}  # batches 2 and 3 of pass 1, not the start of pass 0
+    assert final_state(tmp_path)["global_step"] == 6

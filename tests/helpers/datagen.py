@@ -9,6 +9,8 @@ ViT separates the classes within a few dozen steps. Seeded: the same arguments w
                                             folder="plain_text", shards=8 as uoft-cs/cifar10)
     make_arrow_dataset(root)                the same with .arrow files
     make_saved_dataset(root)                Dataset(Dict).save_to_disk(root)
+    make_imagenet_like(root)                root/train/<class>/<n>.JPEG, root/validation/...: ImageNet-sized
+                                            photographic JPEGs (300-800 px, ~95 KB at quality 90)
 
 The file-based and saved datasets take `image_column`/`label_column` names and `label_kind`:
 "classlabel" (ClassLabel feature), "string" (the class names) or "int" (plain integers).
@@ -16,6 +18,8 @@ The file-based and saved datasets take `image_column`/`label_column` names and `
 
 from __future__ import annotations
 
+import functools
+import io
 from pathlib import Path
 
 import datasets
@@ -86,8 +90,10 @@ def make_dataset_dict(
     label_kind: str = "classlabel",
     mode: str = "RGB",
     seed: int = 0,
+    image_format: str | None = None,
 ) -> datasets.DatasetDict:
-    """In memory: each split holds per_class images of each class, classes interleaved (0, 1, 2, 0, 1, ...)."""
+    """In memory: each split holds per_class images of each class, classes interleaved (0, 1, 2, 0, 1, ...).
+    image_format ("JPEG"): the images stored as files of that format (default: datasets' own, PNG)."""
     rng = np.random.default_rng(seed)
     label_feature = {
         "classlabel": datasets.ClassLabel(names=list(classes)),
@@ -99,9 +105,17 @@ def make_dataset_dict(
     for split in splits:
         ids = [class_id for _ in range(per_class) for class_id in range(len(classes))]
         images = [class_image(class_id, rng, size, mode) for class_id in ids]
+        if image_format is not None:
+            images = [{"bytes": _encoded(image, image_format), "path": None} for image in images]
         labels = [classes[i] for i in ids] if label_kind == "string" else ids
         out[split] = datasets.Dataset.from_dict({image_column: images, label_column: labels}, features=features)
     return datasets.DatasetDict(out)
+
+
+def _encoded(image: Image.Image, image_format: str) -> bytes:
+    out = io.BytesIO()
+    image.save(out, image_format, **({"quality": JPEG_QUALITY} if image_format == "JPEG" else {}))
+    return out.getvalue()
 
 
 def _write_hub_layout(folder: Path, splits: datasets.DatasetDict, ext: str, shards: int) -> Path:
@@ -125,3 +139,75 @@ def _write_arrow_stream(ds: datasets.Dataset, path: Path) -> None:
     table = ds.data.table
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
+
+
+# ImageNet-like JPEGs -------------------------------------------------------------------------------------
+# ImageNet's photos: most 500 px on the longer side (4:3, 3:2, 5:4, square; a quarter portrait), the rest
+# 300-800 px, ~110 KB at JPEG quality ~90. Made of patches of real photos (scikit-learn's two sample images,
+# shipped inside the package, also at half scale: no upscaled, smooth content) with sensor-like noise.
+PHOTO_LONG_SIDE = 500
+PHOTO_ASPECTS = (4 / 3, 3 / 2, 5 / 4, 1.0)
+PATCH_SIDES = (100, 200)
+NOISE_SIGMA = 7.0
+JPEG_QUALITY = 90
+
+
+@functools.cache
+def _photos() -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_sample_images  # the test extra
+
+    photos = load_sample_images().images
+    return (*photos, *(np.asarray(Image.fromarray(photo).reduce(2)) for photo in photos))
+
+
+@functools.cache
+def _noise() -> np.ndarray:
+    return np.random.default_rng(123).normal(0, NOISE_SIGMA, (1024, 1024, 3)).round().astype(np.int16)
+
+
+def photo_like_jpeg(rng: np.random.Generator, class_id: int = 0) -> bytes:
+    """One ImageNet-like JPEG: a mosaic of photo patches, class `class_id`'s colour cast, noise, quality 90."""
+    long = PHOTO_LONG_SIDE if rng.random() < 0.6 else int(rng.integers(300, 801))
+    width, height = long, int(round(long / float(rng.choice(PHOTO_ASPECTS))))
+    if rng.random() < 0.25:
+        width, height = height, width
+    tint = 0.75 + 0.5 * np.array(_PALETTE[class_id % len(_PALETTE)]) / 255
+    canvas = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, PATCH_SIDES[1]):
+        for left in range(0, width, PATCH_SIDES[1]):
+            _paste_patch(canvas, top, left, tint, rng)
+    dy, dx = rng.integers(0, 1024 - height + 1), rng.integers(0, 1024 - width + 1)
+    noisy = np.clip(canvas + _noise()[dy:dy + height, dx:dx + width], 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(noisy).save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def _paste_patch(canvas: np.ndarray, top: int, left: int, tint: np.ndarray, rng: np.random.Generator) -> None:
+    """A random patch of a random photo, maybe mirrored, colour-cast, into canvas[top:, left:] (cut at its edge)."""
+    photo = _photos()[rng.integers(len(_photos()))]
+    height = min(PATCH_SIDES[1], canvas.shape[0] - top, photo.shape[0])
+    width = min(PATCH_SIDES[1], canvas.shape[1] - left, photo.shape[1])
+    y, x = rng.integers(0, photo.shape[0] - height + 1), rng.integers(0, photo.shape[1] - width + 1)
+    patch = photo[y:y + height, x:x + width]
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    gain = tint * rng.uniform(0.8, 1.2, 3)
+    lut = np.clip(np.arange(256)[:, None] * gain[None, :], 0, 255).astype(np.uint8)  # per-channel gain
+    canvas[top:top + height, left:left + width] = lut[patch, np.arange(3)]
+
+
+def make_imagenet_like(root, classes=CLASSES, per_class: int = 10, splits=("train", "validation"),
+                       seed: int = 0, eval_per_class: int | None = None) -> Path:
+    """root/<split>/<class>/<n>.JPEG, ImageNet's imagefolder layout; eval splits hold eval_per_class (default
+    per_class) images of each class."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        count = per_class if split == "train" or eval_per_class is None else eval_per_class
+        for class_id, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(count):
+                (folder / f"{n}.JPEG").write_bytes(photo_like_jpeg(rng, class_id))
+    return root

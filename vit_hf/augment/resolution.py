@@ -57,7 +57,9 @@ def build_resolution_schedule(start_size: int | None, ramp, image_size: int, pat
 
 
 def resize_batch(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """A normalized float batch [B, 3, H, W] at size x size; antialiased, since it only ever shrinks."""
+    """A normalized float batch [B, 3, H, W] at size x size, bilinear with antialias=True: antialiased when it
+    shrinks (progressive resizing's small sizes); when it grows (a pad or no crop from a data.storage_size below
+    the training size) it is plain bilinear's triangle filter (its support only widens for a shrink)."""
     if pixels.shape[-1] == size and pixels.shape[-2] == size:
         return pixels
     return F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

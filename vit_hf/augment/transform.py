@@ -25,8 +25,8 @@ class _Step:
         self.op = op
         self.settings = settings
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.op(x, **self.settings, generator=generator)
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, **call_settings) -> torch.Tensor:
+        return self.op(x, **self.settings, **call_settings, generator=generator)
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{name}={value!r}" for name, value in self.settings.items())
@@ -43,14 +43,17 @@ class BatchTransform:
         self.mean = tuple(mean)
         self.std = tuple(std)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 size: int | None = None) -> torch.Tensor:
+        """`size`: the side a random-resized crop resamples to (None: the input's); other crops keep the input's
+        size, and the caller resizes."""
         if images.dtype != torch.uint8:
             raise TypeError(f"expected a uint8 image batch, got {images.dtype}")
         if self.steps and generator is None:
             raise ValueError(f"{self!r} is random: pass a torch.Generator on {images.device}")
         x = images.float()  # the one uint8 -> float conversion; the ops work on the 0-255 scale
         for step in self.steps:
-            x = step(x, generator)
+            x = step(x, generator, size=size) if step.op is random_resized_crop else step(x, generator)
         return normalize(x, self.mean, self.std)
 
     def __repr__(self) -> str:
@@ -82,7 +85,8 @@ def _auto_augment_step(cfg: DataConfig) -> _Step | None:
 
 
 def build_train_augment(cfg: DataConfig, mean: Sequence[float], std: Sequence[float]) -> BatchTransform:
-    """The recipe's training augmentation, ops that are off left out; output size = input size.
+    """The recipe's training augmentation, ops that are off left out; output size = input size, or the `size`
+    a call asks a random-resized crop for.
 
     Order, as timm's create_transform: crop and flip, RandAugment or TrivialAugment, colour jitter, then
     random erasing last, on the finished image (timm erases after normalization; see random_erasing).

@@ -2,12 +2,14 @@
 
     check_output_dir(args.output_dir)            # exists or can be made, and a file can be written there
     check_weight_files(recipe)                   # local weights are safetensors, never pickles
+    check_gpu_decode(recipe.data, args)          # data.gpu_decode: a CUDA device and torchvision
 
-Both raise RecipeError (exit code 2) naming the key, the value and what would be right.
+Each raises RecipeError (exit code 2) naming the key, the value and what would be right.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -51,3 +53,18 @@ def _check_safetensors(key: str, folder: Path) -> None:
             "python -c \"from transformers import AutoModelForImageClassification as M; "
             f"M.from_pretrained('{folder}').save_pretrained('{folder}')\""
         )
+
+
+def check_gpu_decode(data, args) -> None:
+    """data.gpu_decode: true decodes each batch's JPEGs on a CUDA device with torchvision: both must be there.
+    `args` (TrainingArguments): its device is only read when data.gpu_decode is on (reading it sets up devices)."""
+    if not data.gpu_decode:
+        return
+    device = args.device
+    if device.type != "cuda":
+        raise RecipeError(f"data.gpu_decode: true decodes JPEGs on a CUDA device, and this run trains on {device}: set "
+                          "data.gpu_decode: false (the DataLoader workers decode them), or run on a CUDA GPU")
+    if importlib.util.find_spec("torchvision") is None:
+        raise RecipeError("data.gpu_decode: true decodes with torchvision.io.decode_jpeg, and torchvision is not "
+                          "installed: pip install vit_hf[gpu-decode] (torchvision built for the installed torch), or "
+                          "set data.gpu_decode: false")

@@ -1,4 +1,4 @@
-"""The command line: python -m vit_hf.run RECIPE.yaml [--eval-only | --search] [--section.key value ...]
+"""The command line: python -m vit_hf.run RECIPE.yaml [--eval-only | --search | --prepare-data] [--KEY VALUE ...]
 
 The only module that reads argv. Bad input ends as one message and exit code 2, before any data or
 model is loaded; the other exit codes are in vit_hf/errors.py.
@@ -23,13 +23,14 @@ from ..recipe.schema import Recipe
 from ..recipe.training_args import training_arguments
 from ..search.study import search
 from ..training.evaluate import evaluate_only
-from ..training.train import train
-from .preflight import check_output_dir, check_weight_files
+from ..training.train import prepare_data, train
+from .preflight import check_gpu_decode, check_output_dir, check_weight_files
 
-USAGE = """usage: python -m vit_hf.run RECIPE.yaml [--eval-only | --search] [--section.key value ...]
+USAGE = """usage: python -m vit_hf.run RECIPE.yaml [--eval-only | --search | --prepare-data] [--section.key value ...]
 
 Trains (or with --eval-only, evaluates model.pretrained; with --search, runs the recipe's search: section
-and writes best_recipe.yaml) as the recipe says. Overrides are merged into the recipe before validation;
+and writes best_recipe.yaml; with --prepare-data, downloads the dataset and builds its decode-once caches,
+outside any budget) as the recipe says. Overrides are merged into the recipe before validation;
 values are YAML scalars (--data.classes "[cat, dog]" is a list).
 
 Recipe keys:"""
@@ -74,22 +75,29 @@ def _why(exc: Exception) -> str:
     return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")
 
 
+MODES = ("--eval-only", "--search", "--prepare-data")
+
+
 def run(argv: list[str], started_at: float) -> int:
-    eval_only, searching = "--eval-only" in argv, "--search" in argv
-    if eval_only and searching:
-        raise RecipeError("--eval-only and --search exclude each other: evaluate a model, or search a recipe")
-    argv = [a for a in argv if a not in ("--eval-only", "--search")]
+    modes = [mode for mode in MODES if mode in argv]
+    if len(modes) > 1:
+        raise RecipeError(f"{' and '.join(modes)} exclude each other: give one of {', '.join(MODES)}, or none to train")
+    argv = [a for a in argv if a not in MODES]
     recipe = load_recipe(argv[0], argv[1:])
     use_hub_token(recipe)
     args = training_arguments(recipe)  # TrainingArguments' own checks, before any data is loaded
     check_output_dir(args.output_dir)
     check_weight_files(recipe)
+    if modes != ["--prepare-data"]:  # a node that only builds the caches decodes nothing on a GPU
+        check_gpu_decode(recipe.data, args)
     bound_requests()  # no Hub request of this run (data, model, resume: hub, pushes) can hang it
     with output_dir_lock(args.output_dir):  # a second run into the same output_dir stops here
-        if eval_only:
+        if modes == ["--eval-only"]:
             evaluate_only(recipe)
-        elif searching:
+        elif modes == ["--search"]:
             search(recipe, started_at=started_at)
+        elif modes == ["--prepare-data"]:
+            prepare_data(recipe)
         else:
             train(recipe, started_at=started_at)
     return 0

@@ -63,6 +63,8 @@ def load_splits(cfg: DataConfig, seed: int, need_train: bool = True) -> Splits:
     shape = shape_stream if cfg.streaming else _shape_map_style
     splits = shape(cfg, seed, train, eval_, columns, need_train)
     _log_summary(splits)
+    if isinstance(splits.train, datasets.Dataset):
+        _warn_untrained_classes(splits)
     return splits
 
 
@@ -164,6 +166,25 @@ def _detect_column(features: datasets.Features, names: tuple[str, ...], kind: ty
 def _log_summary(splits: Splits) -> None:
     sizes = [_size_text(ds) for ds in (splits.train, splits.eval)]
     logger.info("data: train %s, eval %s, %d classes", *sizes, len(splits.label_names))
+
+
+# Untrained classes named in the warning; the rest are counted.
+NAMED_CLASSES = 10
+
+
+def _warn_untrained_classes(splits: Splits) -> None:
+    """A class the model is scored on but never sees in training (a subset, a folder left empty, a cap):
+    the run trains on, but its accuracy on that class can only be chance."""
+    classes = len(splits.label_names)
+    trained = np.bincount(_label_array(splits.train), minlength=classes)
+    scored = np.bincount(_label_array(splits.eval), minlength=classes)
+    untrained = [splits.label_names[i] for i in np.flatnonzero((trained == 0) & (scored > 0))]
+    if untrained:
+        named = ", ".join(map(repr, untrained[:NAMED_CLASSES]))
+        more = f" and {len(untrained) - NAMED_CLASSES} more" if len(untrained) > NAMED_CLASSES else ""
+        logger.warning("data: %d classes have eval images but no training images: %s%s. Their eval images can "
+                       "only be guessed; check data.dataset, data.max_per_class and data.max_train_samples",
+                       len(untrained), named, more)
 
 
 def _size_text(ds: SplitData | None) -> str:

@@ -19,6 +19,7 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # it, readable, was cut short (kill -9 or a full disk mid-save).
 COMPLETE_MARKER = "trainer_state.json"
 BUDGET_STATE = "budget_state.json"
+STREAM_POSITION = "stream_position.json"  # a training stream's passes and batches (data/stream_resume.py)
 FINAL_WEIGHTS = "model.safetensors"
 
 
@@ -54,12 +55,28 @@ def holds_a_finished_run(output_dir: str | os.PathLike, checkpoint: str) -> bool
 
 
 def write_budget_state(checkpoint: str | os.PathLike, state: dict) -> None:
-    path = Path(checkpoint)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / BUDGET_STATE).write_text(json.dumps(state))
+    _write_state(checkpoint, BUDGET_STATE, state)
 
 
 def read_budget_state(checkpoint: str | os.PathLike | None) -> dict | None:
-    if checkpoint is None or not (Path(checkpoint) / BUDGET_STATE).is_file():
+    return _read_state(checkpoint, BUDGET_STATE)
+
+
+def write_stream_position(checkpoint: str | os.PathLike, state: dict) -> None:
+    _write_state(checkpoint, STREAM_POSITION, state)
+
+
+def read_stream_position(checkpoint: str | os.PathLike | None) -> dict | None:
+    return _read_state(checkpoint, STREAM_POSITION)
+
+
+def _write_state(checkpoint: str | os.PathLike, name: str, state: dict) -> None:
+    path = Path(checkpoint)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / name).write_text(json.dumps(state))
+
+
+def _read_state(checkpoint: str | os.PathLike | None, name: str) -> dict | None:
+    if checkpoint is None or not (Path(checkpoint) / name).is_file():
         return None
-    return json.loads((Path(checkpoint) / BUDGET_STATE).read_text())
+    return json.loads((Path(checkpoint) / name).read_text())

@@ -31,6 +31,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "vit-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072},
 }
 DEFAULT_IMAGE_SIZE = 224  # data.image_size when neither the recipe nor a pretrained model gives one
+MAX_IMAGE_PIXELS = 50_000_000  # data.max_image_pixels' default (decode.Decoding's too)
 # training.lr_scheduler_type values a time budget can drive (training/schedule.py), by the shape they take.
 BUDGET_SCHEDULES = {
     "cosine": "cosine",
@@ -113,6 +114,15 @@ class DataConfig(Section):
         None, "Training and evaluation resolution in pixels. Default: the pretrained model's, else 224.",
         check=_optional(lambda v: v >= 8), expected='an integer >= 8',
     )
+    storage_size: int | None = _key(
+        None,
+        "Side in pixels of the training images as decoded and stored (the decode-once cache; streams decode to it "
+        "too): shorter side resized to it, the center square kept, JPEGs at least twice as large decoded reduced. "
+        "The random-resized crop and progressive resizing then make each batch at the training size from it, on "
+        "the device. Default: image_size. ImageNet: 160-192 (its 1.28M training images take 122 GB at 176 px, "
+        "196 GB at 224). The eval split is always stored at image_size, with crop_pct.",
+        check=_optional(lambda v: v >= 8), expected='an integer >= 8 (or null for image_size)',
+    )
     classes: list[str] | int | None = _key(
         None, "Keep only these classes: a list of label names, or a count (the first N label ids).",
         check=_optional(lambda v: not isinstance(v, int) or v >= 2), expected='a count >= 2 or a list of label names',
@@ -172,7 +182,8 @@ class DataConfig(Section):
     )
     loader: Literal["auto", "device", "memory", "mmap", "decode"] = _key(
         "auto",
-        "How batches reach the model. Map-style datasets are decoded once to uint8 at image_size and cached; "
+        "How batches reach the model. Map-style datasets are decoded once to uint8 (train at storage_size, eval at "
+        "image_size) and cached; "
         "then 'device' keeps them on the accelerator (a batch is an index gather there), 'memory' in RAM, "
         "'mmap' memory-maps the cache file (larger than RAM). 'decode' decodes every image at every epoch "
         "in DataLoader workers (streams always do). 'auto': the first of device, memory, mmap that fits.",
@@ -185,7 +196,22 @@ class DataConfig(Section):
         check=lambda v: v >= 1, expected='an integer >= 1',
     )
     cache_dir: str | None = _key(
-        None, "Where the decode-once cache files go. Default: the datasets cache folder (HF_DATASETS_CACHE)/vit_hf."
+        None,
+        "Where the decode-once cache files go. Default: the datasets cache folder (HF_DATASETS_CACHE)/vit_hf. "
+        "The run states their size before building and stops when the disk lacks the room.",
+    )
+    cache_workers: int | None = _key(
+        None,
+        "Processes that build the decode-once cache. Default: every core this process may use. A build killed "
+        "midway keeps its finished shards; the next run decodes only the rest.",
+        check=_optional(lambda v: v >= 1), expected='an integer >= 1 (or null for all cores)',
+    )
+    gpu_decode: bool = _key(
+        False,
+        "Streams and data.loader: decode on a CUDA device: DataLoader workers only read the files, and each batch "
+        "of JPEGs is decoded on the GPU (torchvision.io.decode_jpeg, nvJPEG), then resized there; other formats "
+        "are decoded on the CPU. Needs torchvision: pip install vit_hf[gpu-decode]. The cached loaders decode once "
+        "on the CPU instead.",
     )
     progressive_start_size: int | None = _key(
         None,
@@ -254,10 +280,17 @@ class DataConfig(Section):
         0.5, "With both alphas > 0: probability that a mixed batch uses CutMix rather than Mixup.",
         check=_probability, expected='a probability in [0, 1]', augment=True,
     )
+    max_image_pixels: int = _key(
+        MAX_IMAGE_PIXELS,
+        "An image larger than this (width x height) is never decoded whole: a JPEG is decoded reduced (1/2, 1/4 "
+        "or 1/8 scale) below it, any other image is a bad image (see on_bad_image), before any pixel is decoded. "
+        f"{MAX_IMAGE_PIXELS // 10**6}M pixels are {3 * MAX_IMAGE_PIXELS // 10**6} MB as RGB in each decoding process.",
+        check=lambda v: v >= 1, expected='an integer >= 1',
+    )
     on_bad_image: Literal["skip", "raise"] = _key(
         "skip",
-        "An image that cannot be decoded (truncated, empty, not an image): 'skip' it (the first few are "
-        "logged by name, then a count), or 'raise' an error naming its file.",
+        "An image that cannot be decoded (truncated, empty, not an image, above max_image_pixels): 'skip' it (the "
+        "first few are logged by name, then a count), or 'raise' an error naming its file.",
     )
 
 

@@ -94,6 +94,12 @@ def check_combinations(recipe: Recipe) -> None:
     if recipe.budget.time is not None and schedule not in BUDGET_SCHEDULES:
         raise RecipeError(f"training.lr_scheduler_type: {schedule!r} cannot follow a time budget; use one of "
                           f"{', '.join(BUDGET_SCHEDULES)}")
+    if data.gpu_decode and not (data.streaming or data.loader == "decode"):
+        raise RecipeError(
+            f"data.gpu_decode decodes streams and data.loader: decode on the GPU, but data.loader is {data.loader!r} "
+            "on a map-style dataset: its cache is decoded once, on the CPU. Set data.streaming: true or "
+            "data.loader: decode, or data.gpu_decode: false"
+        )
     if data.streaming and int(training.get("max_steps", -1) or -1) <= 0 and recipe.budget.time is None:
         raise RecipeError(
             "data.streaming: a stream has no length, so the run needs a limit: set training.max_steps or budget.time"

@@ -15,6 +15,7 @@ import torch
 
 from ..augment.mixing import Mixing
 from ..augment.resolution import ResolutionSchedule, resize_batch
+from ..data.gpu_decode import GpuDecoding
 
 BatchTransform = Callable[..., torch.Tensor]
 
@@ -27,9 +28,11 @@ class RunOptions:
     eval_transform: BatchTransform | None = None  # uint8 batch -> normalized float batch
     mixing: Mixing | None = None  # Mixup/CutMix of the augmented training batches: soft-target labels
     resolution: ResolutionSchedule | None = None  # progressive resizing of the training batches
+    image_size: int | None = None  # the model's training and evaluation size; None: the batches' own
     layer_decay: float | None = None  # layer-wise learning-rate decay (optim.py); None = off
     eval_flip_tta: bool = False  # evaluate on the mean logits of each image and its mirror
     channels_last: bool = False  # NHWC batches, for a model whose convolutions are (build.use_channels_last)
+    gpu_decode: GpuDecoding | None = None  # data.gpu_decode: batches of JPEG files, decoded on the device
 
 
 class BatchPreparer:
@@ -48,8 +51,16 @@ class BatchPreparer:
         if pixels is None or pixels.dtype != torch.uint8 or self.options.train_augment is None:
             return inputs
         batch_seed = self.seed_for(step, accumulation, seed, rank)
-        pixels = self.options.train_augment(pixels, self._device_generator(pixels.device).manual_seed(batch_seed))
-        inputs = {**inputs, **self._at_resolution(pixels, progress)}
+        full = self.options.image_size or pixels.shape[-1]  # the model's size
+        size = self.options.resolution.size_at(progress) if self.options.resolution is not None else full
+        # A random-resized crop resamples straight to a size at least the stored one: one interpolation. Below it
+        # (progressive resizing's early, small sizes) it crops at the stored size, then _at_size shrinks the
+        # batch antialiased, where a crop resampled straight down would alias.
+        grow_to = size if size > pixels.shape[-1] else None
+        generator = self._device_generator(pixels.device).manual_seed(batch_seed)
+        augment = self.options.train_augment
+        pixels = augment(pixels, generator) if grow_to is None else augment(pixels, generator, size=grow_to)
+        inputs = {**inputs, **self._at_size(pixels, size, full)}
         if self.options.mixing is not None:
             # Mixing draws its per-batch numbers on the host, from the same seed: nothing is read from the device.
             mixed, soft_targets = self.options.mixing(inputs["pixel_values"], inputs["labels"],
@@ -76,14 +87,13 @@ class BatchPreparer:
             self._generator = torch.Generator(device=device)
         return self._generator
 
-    def _at_resolution(self, pixels: torch.Tensor, progress: float) -> dict[str, Any]:
-        """Progressive resizing: the batch at the schedule's size; the ViT interpolates its position
-        embeddings while the size is below the checkpoint's (augment/resolution.py)."""
-        resolution = self.options.resolution
-        size = resolution.size_at(progress) if resolution is not None else pixels.shape[-1]
-        if size == pixels.shape[-1]:
+    def _at_size(self, pixels: torch.Tensor, size: int, full: int) -> dict[str, Any]:
+        """The batch at `size` (data.storage_size may differ from it); the ViT interpolates its position
+        embeddings while the size is not the model's, `full` (augment/resolution.py)."""
+        pixels = resize_batch(pixels, size)
+        if size == full:
             return {"pixel_values": pixels}
-        return {"pixel_values": resize_batch(pixels, size), "interpolate_pos_encoding": True}
+        return {"pixel_values": pixels, "interpolate_pos_encoding": True}
 
     def _laid_out(self, inputs: dict[str, Any]) -> dict[str, Any]:
         if not self.options.channels_last:

@@ -20,11 +20,14 @@ from ..augment.mixing import build_mixing
 from ..augment.resolution import build_resolution_schedule
 from ..augment.transform import build_eval_transform, build_train_augment
 from ..data.decode import image_processor_for
+from ..data.gpu_decode import GpuDecoding
 from ..data.loaders import batch_collator
+from ..data.pipeline import eval_decoding, train_decoding
+from ..data.stream_resume import ResumableStream, StreamPosition
 from ..hub.push import HubPusher
 from ..modeling.families import check_progressive_resizing, record_preprocessing
 from ..modeling.preprocessing import Preprocessing
-from ..outputs.layout import read_budget_state
+from ..outputs.layout import read_budget_state, read_stream_position
 from ..recipe.durations import format_duration
 from ..recipe.schema import Recipe
 from .batches import RunOptions
@@ -69,6 +72,19 @@ def with_loader_settings(args, settings, training: dict[str, Any] | None = None)
         dataloader_prefetch_factor=settings.prefetch_factor,
         accelerator_config=accelerator,
     )
+
+
+def resume_stream(args, train_set, checkpoint: str | None):
+    """(args, position): a resumable training stream starts where the checkpoint left it, so the Trainer must
+    not skip its batches itself (it would decode each one to throw it away: data/stream_resume.py)."""
+    if not isinstance(train_set, ResumableStream):
+        return args, None
+    position = StreamPosition.from_dict(read_stream_position(checkpoint))
+    train_set.resume_at(position, args.per_device_train_batch_size)
+    if position.passes or position.batches:
+        logger.info("data: the training stream continues in pass %d after its first %d batches, which are read "
+                    "and not decoded", position.passes, position.batches)
+    return dataclasses.replace(args, ignore_data_skip=True), position
 
 
 def use_channels_last(model, device) -> bool:
@@ -125,10 +141,21 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
         eval_transform=build_eval_transform(prep.mean, prep.std),
         mixing=build_mixing(data, num_labels, label_smoothing),
         resolution=resolution,
+        image_size=prep.image_size,
+        gpu_decode=gpu_decoding(data, prep),
         layer_decay=recipe.extras.layer_decay,
         eval_flip_tta=recipe.extras.eval_flip_tta,
         channels_last=channels_last,
     )
+
+
+def gpu_decoding(data, prep: Preprocessing) -> GpuDecoding | None:
+    """data.gpu_decode: the geometries the training and evaluation steps decode each split's JPEG files to; None
+    when the loader decodes them. One builder for training and --eval-only, whose batches are the same files."""
+    if not data.gpu_decode:
+        return None
+    return GpuDecoding(train_decoding(data, prep.image_size), eval_decoding(data, prep.image_size, prep.crop_pct),
+                       data.on_bad_image)
 
 
 def make_trainer(model, args, prep: Preprocessing, metrics: EvaluationMetrics, options: RunOptions | None = None,
@@ -162,7 +189,8 @@ class Run:
 
 
 def build_run(recipe: Recipe, args, model, splits, data, prep: Preprocessing, metrics: EvaluationMetrics,
-              budget: TimeBudget | None, started_at: float, clock=time.monotonic) -> Run:
+              budget: TimeBudget | None, started_at: float, clock=time.monotonic,
+              stream_position: StreamPosition | None = None) -> Run:
     """The trainer and its callbacks, all in one list; the budget's reserve timed before the first step."""
     save_every = resolve_save_every(recipe.budget.save_every, recipe.budget.time)
     signals = GracefulStop()
@@ -190,7 +218,7 @@ def build_run(recipe: Recipe, args, model, splits, data, prep: Preprocessing, me
         model, args, prep, metrics, options,
         train_dataset=data.train, eval_dataset=data.eval, callbacks=[c for c in callbacks if c is not None],
         budget=budget, lr_shape=lr_shape_from_args(args) if budget else None, monitor=monitor, ema=ema, guard=guard,
-        hub=HubPusher(),
+        hub=HubPusher(), stream_position=stream_position,
     )
     use_budget_progress_bar(trainer, budget)
     if args.torch_compile:

@@ -17,11 +17,11 @@ from ..data.pipeline import plan_loader, prepare
 from ..data.sources import load_splits
 from ..errors import DataError, RecipeError
 from ..modeling.build import load_for_evaluation
-from ..modeling.preprocessing import resolve_preprocessing
+from ..modeling.preprocessing import Preprocessing, resolve_preprocessing
 from ..recipe.schema import Recipe
 from ..recipe.training_args import training_arguments
 from .batches import RunOptions
-from .build import make_trainer, with_loader_settings
+from .build import gpu_decoding, make_trainer, with_loader_settings
 from .metrics import load_metrics
 
 logger = logging.getLogger(__name__)
@@ -41,14 +41,19 @@ def evaluate_only(recipe: Recipe) -> dict[str, float]:
     loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
     args = with_loader_settings(args, loader.settings, recipe.training)
     eval_set = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args).eval
-    options = RunOptions(eval_transform=build_eval_transform(prep.mean, prep.std),
-                         eval_flip_tta=recipe.extras.eval_flip_tta)
-    trainer = make_trainer(model, args, prep, metrics, options, eval_dataset=eval_set,
+    trainer = make_trainer(model, args, prep, metrics, evaluation_options(recipe, prep), eval_dataset=eval_set,
                            data_collator=RemapLabels(to_model_ids))
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics, combined=False)
     return metrics
+
+
+def evaluation_options(recipe: Recipe, prep: Preprocessing) -> RunOptions:
+    """What --eval-only does to its batches: normalization, flip TTA, and with data.gpu_decode the decoding of
+    the eval split's JPEG files on the device, as in training."""
+    return RunOptions(eval_transform=build_eval_transform(prep.mean, prep.std),
+                      eval_flip_tta=recipe.extras.eval_flip_tta, gpu_decode=gpu_decoding(recipe.data, prep))
 
 
 def label_mapping(dataset_names: list[str], id2label: dict[Any, str]) -> list[int] | None:

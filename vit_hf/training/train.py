@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers import set_seed
 
-from ..data.pipeline import plan_loader, prepare
+from ..data.pipeline import build_caches, decodes_as_read, plan_loader, prepare
 from ..data.sources import load_splits
 from ..hub.card import write_model_card
 from ..modeling.build import build_model, count_parameters
@@ -24,7 +24,7 @@ from ..outputs.summary import format_summary
 from ..recipe.durations import format_duration
 from ..recipe.schema import Recipe
 from ..recipe.training_args import training_arguments
-from .build import Run, build_run, make_budget, with_loader_settings
+from .build import Run, build_run, make_budget, resume_stream, with_loader_settings
 from .checkpoints import guarded_final_save
 from .metrics import load_metrics
 from .monitor import images_per_step
@@ -45,17 +45,39 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     splits = load_splits(recipe.data, args.seed)
     prep = resolve_preprocessing(recipe)
     model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
-    loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
-    args = with_loader_settings(args, loader.settings, recipe.training)  # workers, pinning: what the store needs
-    data = prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
+    args, data = prepared_data(recipe, args, splits, prep)
+    args, position = resume_stream(args, data.train, checkpoint)  # a stream continues where its checkpoint was
     budget = make_budget(recipe, started_at, clock, checkpoint)
-    run = build_run(recipe, args, model, splits, data, prep, metrics, budget, started_at, clock)
+    run = build_run(recipe, args, model, splits, data, prep, metrics, budget, started_at, clock, position)
     log_plan(recipe, args, run, splits, prep, checkpoint)
     with run.signals:
         train_guarded(run, checkpoint)  # NaN: exit 4, a checkpoint kept; a failed save: exit 5
     if run.checkpointing.interrupted:
         return report_interrupted(run.trainer, args)
     return finish(run.trainer, args, run.monitor)
+
+
+def prepared_data(recipe: Recipe, args, splits, prep: Preprocessing):
+    """(args, data): the store that fits and the DataLoader settings it needs (workers, pinning), then the
+    decoded stores themselves: the decode-once caches built, or reused."""
+    loader = plan_loader(recipe.data, splits, prep.image_size, args, recipe.training)
+    args = with_loader_settings(args, loader.settings, recipe.training)
+    return args, prepare(recipe.data, splits, prep.image_size, prep.crop_pct, loader, args)
+
+
+def prepare_data(recipe: Recipe) -> None:
+    """--prepare-data: download the dataset and build its decode-once caches, then stop. A run's first minutes,
+    outside its budget: for ImageNet, hours of download and minutes of decoding that a 24 h budget should not pay.
+    Only the cache files: no store in RAM or on the device, no model, so any node with the disk can do it."""
+    args = training_arguments(recipe)
+    splits = load_splits(recipe.data, args.seed)
+    if decodes_as_read(recipe.data):
+        logger.info("data: %s is ready, and has no cache to build: data.streaming or data.loader: decode decodes "
+                    "its images as they are read", recipe.data.dataset)
+        return
+    prep = resolve_preprocessing(recipe)
+    build_caches(recipe.data, splits, prep.image_size, prep.crop_pct, args)
+    logger.info("data: the decode-once caches are ready; the same command without --prepare-data trains from them")
 
 
 def write_recipe(recipe: Recipe, args) -> None:

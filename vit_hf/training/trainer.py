@@ -17,10 +17,12 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..augment.mixing import soft_target_cross_entropy
+from ..data.gpu_decode import decode_on_device, to_device
+from ..data.stream_resume import StreamPosition
 from ..errors import RecipeError
 from ..hub.card import write_model_card
 from ..hub.push import HubPusher
-from ..outputs.layout import write_budget_state
+from ..outputs.layout import write_budget_state, write_stream_position
 from .batches import BatchPreparer, RunOptions
 from .budget import TimeBudget
 from .checkpoints import guarded_save
@@ -39,7 +41,7 @@ PRIVATE_HOOKS = (
     "_load_from_checkpoint",  # restores ViT weights under their converted names (the 5.24 restore bug)
     "_load_best_model",  # the same, for load_best_model_at_end
     "_load_optimizer_and_scheduler",  # an incompatible optimizer state is bad input; the EMA loads with it
-    "_save_optimizer_and_scheduler",  # the EMA and the budget's clock go into each checkpoint, before its push
+    "_save_optimizer_and_scheduler",  # the EMA, the budget's clock, a stream's position go into each checkpoint
     "_get_grad_norm",  # the update's norm, before optimizer.step(): where a non-finite update is dropped
     "_push_from_checkpoint",  # a failed checkpoint push is recorded; live TensorBoard files wait for the end
 )
@@ -56,6 +58,7 @@ class VitTrainer(Trainer):
         ema: WeightEma | None = None,
         guard: NonFiniteGuard | None = None,
         hub: HubPusher | None = None,
+        stream_position: StreamPosition | None = None,
         **kwargs,
     ):
         # Set before the Trainer's __init__, which may already log (monitor) and create the Hub repository (hub).
@@ -66,6 +69,7 @@ class VitTrainer(Trainer):
         self.batches = BatchPreparer(self.options)
         self.budget, self.lr_shape = budget, lr_shape
         self.ema, self.guard = ema, guard  # also among the callbacks: they act on Trainer events too
+        self.stream_position = stream_position  # a resumable training stream's, counted here, saved with checkpoints
         self._parameter_count: int | None = None  # for floating_point_ops
 
     # Batches: augmentation on the device (batches.py) ------------------------------------------------
@@ -76,13 +80,13 @@ class VitTrainer(Trainer):
     def training_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """A loader's training batch as the model's inputs: augmented for this micro-batch, resized, mixed."""
         return self.batches.training(
-            self._on_device(inputs), self.state.global_step, self.args.gradient_accumulation_steps,
+            self._on_device(inputs, "train"), self.state.global_step, self.args.gradient_accumulation_steps,
             self.args.seed, self.args.process_index, self._training_progress(),
         )
 
     def evaluation_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """A loader's evaluation batch as the model's inputs: normalized."""
-        return self.batches.evaluation(self._on_device(inputs))
+        return self.batches.evaluation(self._on_device(inputs, "eval"))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Normalized batches; with eval_flip_tta, the mean logits and loss of each image and its mirror."""
@@ -94,11 +98,23 @@ class VitTrainer(Trainer):
         mirror_loss, mirror_logits, _ = super().prediction_step(model, mirrored, prediction_loss_only, ignore_keys)
         return _mean_of(loss, mirror_loss), _mean_of(logits, mirror_logits), labels
 
-    def _on_device(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The batch on the training device (accelerate's loader has put it there already; `to` is then a no-op)."""
+    def _on_device(self, inputs: dict[str, Any], split: str) -> dict[str, Any]:
+        """The batch on the training device (accelerate's loader has put it there already; `to` is then a no-op);
+        a batch of JPEG files (data.gpu_decode) decoded there, with the split's geometry."""
         device = self.args.device
-        return {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
-                for key, value in inputs.items()}
+        inputs = {key: value.to(device, non_blocking=True) if torch.is_tensor(value) else value
+                  for key, value in inputs.items()}
+        if "encoded" not in inputs or self.options.gpu_decode is None:
+            return inputs
+        gpu = self.options.gpu_decode
+        pixels, kept = decode_on_device(inputs["encoded"], gpu.train if split == "train" else gpu.eval, device,
+                                        gpu.on_bad_image)
+        labels = inputs["labels"]
+        if len(kept) < len(inputs["encoded"]):
+            # Bad files were left out, so their labels go too: by an index built on the host and copied from pinned
+            # memory (a Python list as the index is copied from pageable memory, a host sync).
+            labels = labels.index_select(0, to_device(torch.tensor(kept), labels.device))
+        return {"pixel_values": pixels, "labels": labels}
 
     def _training_progress(self) -> float:
         if self.budget is not None:
@@ -128,10 +144,13 @@ class VitTrainer(Trainer):
         For a stream (no length) the Trainer sizes an "epoch" at max_steps update steps; when the stream
         ends first it keeps asking the spent iterator for every remaining step (with a budget, up to a
         billion empty asks, during which no callback runs, so no budget can stop it). Ending the epoch
-        instead starts the next pass, which set_epoch reshuffles."""
+        instead starts the next pass, which set_epoch reshuffles. A resumable stream's position counts the
+        batches handed out (data/stream_resume.py)."""
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         if not batches:
             self.control.should_epoch_stop = True
+        if self.stream_position is not None:
+            self.stream_position.advance(len(batches))
         return batches, num_items
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
@@ -140,14 +159,15 @@ class VitTrainer(Trainer):
 
         The Trainer's own counts every pixel as a token, and walks the model's modules at every micro-batch
         to count its parameters again; here they are counted once."""
-        pixels = inputs.get("pixel_values")
-        patch = getattr(self.model.config, "patch_size", None)
-        if pixels is None or not isinstance(patch, int):
+        patch = getattr(self.model.config, "patch_size", None)  # a model without patches (timm's wrapper, a CNN)
+        shape = _batch_shape(inputs, self.options.image_size) if isinstance(patch, int) else None
+        if shape is None:
             return super().floating_point_ops(inputs)
         if self._parameter_count is None:
             self._parameter_count = sum(p.numel() for p in self.model.parameters())
-        tokens = (pixels.shape[-2] // patch) * (pixels.shape[-1] // patch) + 1
-        return 6 * self._parameter_count * tokens * pixels.shape[0]
+        images, height, width = shape
+        tokens = (height // patch) * (width // patch) + 1
+        return 6 * self._parameter_count * tokens * images
 
     # Optimizer and schedule ----------------------------------------------------------------------------
 
@@ -200,6 +220,8 @@ class VitTrainer(Trainer):
             self.ema.save(output_dir)
         if self.budget is not None:
             write_budget_state(output_dir, self.budget.state())
+        if self.stream_position is not None:
+            write_stream_position(output_dir, self.stream_position.to_dict())
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         # The optimizer state of a different model or optimizer setup is bad input (exit 2), not a traceback;
@@ -246,6 +268,17 @@ class VitTrainer(Trainer):
         """With a weight EMA, evaluations (and so metric_for_best_model and early stopping) use its weights."""
         with self.ema.swapped_in(self.model) if self.ema is not None else contextlib.nullcontext():
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+
+def _batch_shape(inputs: dict[str, Any], image_size: int | None) -> tuple[int, int, int] | None:
+    """(images, height, width) of a micro-batch as the loader gave it; JPEG files (data.gpu_decode) are decoded at
+    the run's image size (RunOptions.image_size: not every model's config has one); None when unknown."""
+    pixels = inputs.get("pixel_values")
+    if pixels is not None:
+        return pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
+    if "encoded" in inputs and image_size is not None:
+        return len(inputs["encoded"]), image_size, image_size
+    return None
 
 
 def _mean_of(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

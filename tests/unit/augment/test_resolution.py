@@ -69,3 +69,25 @@ def test_the_trainer_feeds_the_scheduled_size(tmp_path):
     trainer.state.global_step = 10
     batch = trainer.training_inputs(uint8_batch())
     assert batch["pixel_values"].shape[-1] == 16 and "interpolate_pos_encoding" not in batch
+
+
+def test_batches_stored_below_the_training_size_are_cropped_straight_to_it(tmp_path):
+    # data.storage_size 12 for a 16 px model: the random-resized crop resamples each stored image to 16 px
+    # (one interpolation), and the model sees its own size, so no position-embedding interpolation.
+    from vit_hf.augment.transform import build_train_augment
+    from vit_hf.recipe.schema import DataConfig
+    from vit_hf.training.trainer import VitTrainer
+
+    trainer = make(VitTrainer, tmp_path)
+    trainer.options.train_augment = build_train_augment(DataConfig(crop="random_resized"), [0.5] * 3, [0.5] * 3)
+    trainer.options.image_size = 16
+    trainer.model.train()
+    stored = {"pixel_values": torch.randint(0, 256, (4, 3, 12, 12), dtype=torch.uint8),
+              "labels": torch.zeros(4, dtype=torch.long)}
+    batch = trainer.training_inputs(stored)
+    assert batch["pixel_values"].shape == (4, 3, 16, 16) and "interpolate_pos_encoding" not in batch
+    trainer.options.resolution = ResolutionSchedule(full=16, start=8, ramp=(0.5, 1.0), multiple=4)
+    trainer.state.max_steps, trainer.state.global_step = 10, 0
+    early = trainer.training_inputs(stored)  # progressive resizing's 8 px: cropped at 12, shrunk antialiased
+    assert early["pixel_values"].shape == (4, 3, 8, 8) and early["interpolate_pos_encoding"] is True
+    assert torch.isfinite(trainer.compute_loss(trainer.model, early))

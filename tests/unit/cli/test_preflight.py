@@ -3,12 +3,18 @@ and what would be right, exit code 2, before any model is built or any step is t
 
 from __future__ import annotations
 
+import importlib.util
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from tests.helpers.datagen import make_imagefolder
 from tests.helpers.recipes import tiny_recipe, write_recipe
+from vit_hf.cli.preflight import check_gpu_decode
 from vit_hf.cli.run import main
+from vit_hf.errors import RecipeError
+from vit_hf.recipe.schema import DataConfig
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +72,20 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_anything_loads(t
 def test_a_missing_dataset_path_names_it(tmp_path, capsys):
     assert run_cli(tmp_path, tiny_recipe(tmp_path / "nowhere", tmp_path / "out")) == 2
     assert f"data.dataset: {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_gpu_decode_without_cuda_is_refused_before_the_dataset_is_looked_for(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path / "not-loaded-yet", tmp_path / "out")
+    recipe["data"] |= {"loader": "decode", "gpu_decode": True}
+    assert run_cli(tmp_path, recipe) == 2
+    err = capsys.readouterr().err
+    assert "data.gpu_decode: true decodes JPEGs on a CUDA device, and this run trains on cpu: set " in err
+    assert "data.gpu_decode: false" in err and "does not exist" not in err  # before any data
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here")
+def test_gpu_decode_without_torchvision_names_the_extra_that_brings_it():
+    with pytest.raises(RecipeError, match=r"torchvision is not installed: pip install vit_hf\[gpu-decode\]"):
+        check_gpu_decode(DataConfig(dataset="x", loader="decode", gpu_decode=True),
+                         SimpleNamespace(device=torch.device("cuda")))  # TrainingArguments' device, on a GPU

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -337,3 +338,13 @@ def test_cifar10_loads_map_style_and_streamed():
     assert batch["pixel_values"].shape == (64, 3, 32, 32) and batch["pixel_values"].dtype == torch.uint8
     assert batch["labels"].dtype == torch.int64 and set(batch["labels"].tolist()) <= set(range(10))
     assert np.std(batch["pixel_values"].float().numpy()) > 20  # real photos, not blanks
+
+
+def test_a_class_with_eval_images_but_no_training_images_is_named_in_a_warning(tmp_path, caplog):
+    root = make_imagefolder(tmp_path / "data", per_class=3)
+    make_imagefolder(root, classes=("cat", "dog", "frog", "newt"), per_class=2, splits=("test",), seed=1)
+    with caplog.at_level(logging.WARNING, logger="vit_hf.data.sources"):
+        splits = load_splits(DataConfig(dataset=str(root)), seed=0)
+    assert "newt" in splits.label_names
+    warned = [r.getMessage() for r in caplog.records if "no training images" in r.getMessage()]
+    assert len(warned) == 1 and "'newt'" in warned[0] and "'cat'" not in warned[0]

@@ -7,6 +7,7 @@ what VitTrainer restores with `from_pretrained(checkpoint)`, and show that the p
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from transformers import Trainer, default_data_collator
 
@@ -84,3 +85,47 @@ def test_augmentation_is_reproducible_per_step(tmp_path):
     torch.testing.assert_close(first, again)  # same step and micro-batch -> same augmentation (resume replays it)
     trainer.state.global_step += 1
     assert not torch.equal(trainer.training_inputs(dict(batch))["pixel_values"], first)
+
+
+# --- data.gpu_decode: batches of JPEG files ---------------------------------------------------------------
+
+
+def gpu_decode_recipe(tmp_path):
+    from vit_hf.recipe.load import recipe_from_dict
+
+    data = {"dataset": "x", "loader": "decode", "gpu_decode": True, "image_size": 32, "crop_pct": 0.875}
+    return recipe_from_dict({"data": data, "model": {"preset": "vit-tiny"}, "training": {"output_dir": str(tmp_path)}})
+
+
+def test_eval_only_decodes_the_eval_files_on_the_device_as_training_does(tmp_path):
+    # Without the decoding in its options, --eval-only handed the model the encoded files (a TypeError).
+    from vit_hf.data.pipeline import eval_decoding
+    from vit_hf.modeling.preprocessing import resolve_preprocessing
+    from vit_hf.training.build import gpu_decoding
+    from vit_hf.training.evaluate import evaluation_options
+
+    recipe = gpu_decode_recipe(tmp_path)
+    prep = resolve_preprocessing(recipe)
+    options = evaluation_options(recipe, prep)
+    assert options.gpu_decode is not None and options.gpu_decode == gpu_decoding(recipe.data, prep)
+    assert options.gpu_decode.eval == eval_decoding(recipe.data, 32, 0.875)
+
+
+def test_the_flops_of_a_batch_of_files_count_the_runs_image_size_and_need_none_in_the_config(tmp_path):
+    # The image size came from model.config.image_size, read before the patch size: a config without one (timm's
+    # wrapper on the Hub, a CNN) raised AttributeError at the first step.
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTForImageClassification
+
+    from tests.helpers.models import tiny_vit_config
+    from tests.helpers.trainers import arguments
+    from vit_hf.training.batches import RunOptions
+
+    batch = {"labels": torch.tensor([0, 1]), "encoded": [np.frombuffer(b"\xff\xd8 a JPEG", np.uint8)] * 2}
+    vit = VitTrainer(model=ViTForImageClassification(tiny_vit_config(image_size=16, patch_size=4)),
+                     args=arguments(tmp_path, eval_strategy="no"), options=RunOptions(image_size=32))
+    parameters = sum(p.numel() for p in vit.model.parameters())
+    assert vit.floating_point_ops(batch) == 6 * parameters * ((32 // 4) ** 2 + 1) * 2  # at the run's 32 px
+    cnn = ResNetForImageClassification(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], num_labels=3))
+    assert not hasattr(cnn.config, "image_size") and not hasattr(cnn.config, "patch_size")
+    trainer = VitTrainer(model=cnn, args=arguments(tmp_path, eval_strategy="no"), options=RunOptions(image_size=32))
+    assert trainer.floating_point_ops(batch) == 0  # the Trainer's own estimate: it finds no pixel_values to count
