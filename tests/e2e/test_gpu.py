@@ -8,9 +8,9 @@ check: exit code 0, accuracy well above chance (1/3) on the three learnable gene
 files, the weights after a resume. Covered: data.loader auto / device / memory / mmap / decode,
 data.streaming, training.bf16, training.fp16 (loss scaling), training.torch_compile, extras.ema_decay,
 extras.eval_flip_tta, Mixup/CutMix, RandAugment and TrivialAugment, progressive resizing, model.stem: conv,
-SIGTERM + resume, --eval-only on a dataset whose label order differs from the model's, and
-extras.check_host_syncs with every shipped recipe's option set (plus a run with a planted host sync in the
-step, which must fail).
+a timm ViT fine-tuned through TimmWrapper (where timm imports), SIGTERM + resume, --eval-only on a dataset
+whose label order differs from the model's, and extras.check_host_syncs with every shipped recipe's option
+set (plus a run with a planted host sync in the step, which must fail).
 
 Only public behaviour: recipe keys, the CLI, the files in output_dir. VIT_HF_GPU_TESTS_ON_CPU=1 runs the
 tier on a CPU (slowly; the CUDA-only tests stay skipped) to check the tests themselves without a GPU.
@@ -298,6 +298,31 @@ def test_conv_stem_learns_and_answers_through_pipeline(tmp_path, images):
     rng = np.random.default_rng(7)
     answers = [classify(class_image(class_id, rng, size=20))[0]["label"] for class_id in range(len(CLASSES))]
     assert answers == list(CLASSES)
+
+
+def test_a_timm_vit_fine_tunes_at_a_new_size_and_answers_through_pipeline(tmp_path, images):
+    """model.pretrained: a timm ViT through TimmWrapperForImageClassification (timm needs torchvision: run where
+    it imports), fine-tuned from 16 to 24 px with layer-wise decay, in bf16 on CUDA."""
+    pytest.importorskip("timm")
+    from transformers import pipeline
+
+    from tests.helpers.models import save_checkpoint
+
+    checkpoint = save_checkpoint("timm_vit", tmp_path / "timm")
+    recipe = write_recipe(tmp_path, images)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["model"] = {"pretrained": str(checkpoint.path)}
+    raw["data"]["image_size"] = 24
+    raw["extras"] = {"layer_decay": 0.75}
+    recipe.write_text(yaml.safe_dump(raw))
+    run = cli(recipe, "--training.bf16", "true" if CUDA else "false", out=tmp_path / "out").ok()
+    assert run.accuracy >= ABOVE_CHANCE
+    assert_losses_finite(run)
+    config = json.loads((run.out / "config.json").read_text())
+    assert config["model_args"]["img_size"] == 24 and config["pretrained_cfg"]["input_size"] == [3, 24, 24]
+    classify = pipeline("image-classification", model=str(run.out))
+    answer = classify(class_image(0, np.random.default_rng(7), size=20), top_k=3)
+    assert sorted(entry["label"] for entry in answer) == sorted(CLASSES)
 
 
 # Stop, resume, evaluate ----------------------------------------------------------------------------------

@@ -9,18 +9,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+import transformers
+from transformers import AutoConfig, AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
 from ..errors import RecipeError
 from ..recipe.schema import PRESETS, ModelConfig
 from .configuration_vit_hf import VitHfConfig
 from .drop_path import add_stochastic_depth
+from .families import KNOWN, Family, family_of, resize_position_information
 from .modeling_vit_hf import VitHfForImageClassification
 from .posemb import SINCOS2D, has_fixed_posemb, use_sincos2d
 
 logger = logging.getLogger(__name__)
-
 
 
 def resolve_attention(cfg: ModelConfig) -> str:
@@ -73,22 +73,56 @@ def inference_options(cfg: ModelConfig) -> dict[str, str]:
 
 
 def load_pretrained(cfg: ModelConfig, vit_config: dict[str, Any], label_names: list[str], image_size: int):
-    """The checkpoint with a new head sized for the dataset (ignore_mismatched_sizes replaces the old one)."""
-    model = AutoModelForImageClassification.from_pretrained(
+    """The checkpoint with a head for the dataset's labels and position information for image_size.
+
+    The head is new unless the checkpoint's labels are the dataset's, in the same order: a head of the same
+    size for other labels would otherwise be kept (ignore_mismatched_sizes only replaces a head whose size
+    differs). Which class loads, how the head is made and how positions resize: the family's (families.py)."""
+    checkpoint = AutoConfig.from_pretrained(cfg.pretrained, trust_remote_code=cfg.trust_remote_code)
+    family = family_of(checkpoint)
+    model = fine_tune_class(family).from_pretrained(
         cfg.pretrained,
         ignore_mismatched_sizes=True,
         attn_implementation=resolve_attention(cfg),
         trust_remote_code=cfg.trust_remote_code,
+        **own_drop_path_off(family, cfg),
         **vit_config,
         **label_maps(label_names),
     )
     check_matches_checkpoint(cfg, model.config)
-    if getattr(model.config, "image_size", image_size) != image_size:
-        resize_position_embeddings(model, image_size)
+    if checkpoint_labels(checkpoint) != label_names:
+        replace_head(model, family, len(label_names))
+    resize_position_information(model, image_size)
     if has_fixed_posemb(model.config):
         use_sincos2d(model)  # frozen again, and recomputed for the grid rather than interpolated
     add_stochastic_depth(model, cfg.drop_path_rate)
     return model
+
+
+def fine_tune_class(family: Family | None):
+    if family is None or family.fine_tune_class is None:
+        return AutoModelForImageClassification
+    return getattr(transformers, family.fine_tune_class)
+
+
+def own_drop_path_off(family: Family | None, cfg: ModelConfig) -> dict[str, float]:
+    """model.drop_path_rate, when set, is the only stochastic depth: a family's own (BEiT's, DINOv2's
+    config.drop_path_rate) is turned off, not stacked under vit_hf's."""
+    return {"drop_path_rate": 0.0} if family is not None and family.native_drop_path and cfg.drop_path_rate > 0 else {}
+
+
+def checkpoint_labels(config) -> list[str]:
+    return [config.id2label[i] for i in range(config.num_labels)] if config.id2label else []
+
+
+def replace_head(model, family: Family | None, num_labels: int) -> None:
+    if family is None:
+        logger.warning(
+            "model.pretrained: vit_hf does not know %s's head (it knows %s); it is new only if its size changed",
+            model.config.model_type, KNOWN,
+        )
+        return
+    family.new_head(model, num_labels)
 
 
 def load_for_evaluation(cfg: ModelConfig):
@@ -133,32 +167,6 @@ def _check_geometry(config) -> None:
 
 def _divisors(n: int) -> str:
     return ", ".join(str(d) for d in (2, 4, 8, 14, 16, 32) if n % d == 0) or "1"
-
-
-def resize_position_embeddings(model, image_size: int) -> None:
-    """Bicubically resample a ViT's position embeddings to a new resolution, in place, config included.
-
-    transformers can interpolate at every forward (`interpolate_pos_encoding=True`), but `pipeline`
-    and `from_pretrained` users don't pass that flag; a checkpoint must carry embeddings of its size.
-    """
-    embeddings = getattr(model.base_model, "embeddings", None)
-    patches = getattr(embeddings, "patch_embeddings", None)
-    if embeddings is None or not hasattr(embeddings, "interpolate_pos_encoding") or patches is None:
-        raise RecipeError(
-            f"data.image_size: {image_size} differs from the checkpoint's {model.config.image_size} and "
-            f"{type(model).__name__} has no ViT position embeddings to resize; use image_size "
-            f"{model.config.image_size}"
-        )
-    grid = image_size // model.config.patch_size
-    probe = torch.zeros(1, grid * grid + 1, model.config.hidden_size)
-    with torch.no_grad():
-        resized = embeddings.interpolate_pos_encoding(probe, image_size, image_size)
-    embeddings.position_embeddings = torch.nn.Parameter(resized.contiguous())
-    patches.image_size = (image_size, image_size)
-    patches.num_patches = grid * grid
-    embeddings.image_size = (image_size, image_size)
-    logger.info("resized position embeddings from %s to %s px", model.config.image_size, image_size)
-    model.config.image_size = image_size
 
 
 def count_parameters(model) -> int:

@@ -3,12 +3,15 @@
 As timm's VisionTransformer (used by DeiT): each block's attention and MLP residual branches are
 dropped per sample with a probability that grows linearly with depth, from 0 at the first block
 to `rate` at the last, and kept branches are scaled by 1 / (1 - p). Forward hooks on the branch
-modules do it, so the state dict and the saved model are plain ViT, and evaluation is untouched.
+modules do it, so the state dict and the saved model are unchanged, and evaluation is untouched. Which
+modules are the blocks and their branches is the family's (families.py): the same hooks serve every family.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .families import blocks_of, family_of
 
 
 class DropPath:
@@ -20,7 +23,7 @@ class DropPath:
     def __call__(self, module: torch.nn.Module, inputs, output):
         if not module.training:
             return None  # None keeps the output as it is
-        if isinstance(output, tuple):  # ViTAttention returns (output, attention weights)
+        if isinstance(output, tuple):  # transformers' attention modules return (output, attention weights)
             return (self.drop(output[0]), *output[1:])
         return self.drop(output)
 
@@ -34,13 +37,16 @@ class DropPath:
 
 
 def add_stochastic_depth(model, rate: float) -> list[float]:
-    """Hook DropPath into every block of a transformers ViT; returns the per-block rates."""
+    """Hook DropPath into both residual branches of every block; returns the per-block rates.
+
+    A branch's output is dropped before the layer scale that BEiT, DINOv2 and timm apply to it: a scale
+    is linear, so dropping before it or after it is the same."""
     if rate <= 0:
         return []
-    layers = model.base_model.layers
-    rates = torch.linspace(0, rate, len(layers)).tolist()  # timm: dpr = linspace(0, drop_path_rate, depth)
-    for layer, probability in zip(layers, rates):
+    blocks, branches = blocks_of(model, "model.drop_path_rate"), family_of(model.config).branches
+    rates = torch.linspace(0, rate, len(blocks)).tolist()  # timm: dpr = linspace(0, drop_path_rate, depth)
+    for block, probability in zip(blocks, rates):
         if probability > 0:
-            layer.attention.register_forward_hook(DropPath(probability))
-            layer.mlp.register_forward_hook(DropPath(probability))
+            for branch in branches:
+                block.get_submodule(branch).register_forward_hook(DropPath(probability))
     return rates

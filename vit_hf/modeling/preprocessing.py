@@ -34,17 +34,30 @@ def resolve_preprocessing(recipe: Recipe) -> Preprocessing:
 
 def pretrained_preprocessing(name: str) -> dict[str, Any]:
     """image_size/mean/std from a checkpoint's image processor (or its config when it has none)."""
-    found: dict[str, Any] = {}
     try:
         processor = AutoImageProcessor.from_pretrained(name)
     except (OSError, ValueError):
         processor = None
-    if processor is not None:
-        found["mean"] = getattr(processor, "image_mean", None)
-        found["std"] = getattr(processor, "image_std", None)
-        crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
-        size = crop or getattr(processor, "size", None) or {}
-        found["image_size"] = size.get("height") or size.get("shortest_edge")
+    found = processor_preprocessing(processor) if processor is not None else {}
     if not found.get("image_size"):
         found["image_size"] = getattr(AutoConfig.from_pretrained(name), "image_size", None)
     return found
+
+
+def processor_preprocessing(processor) -> dict[str, Any]:
+    """image_size/mean/std from either layout an image processor has.
+
+    timm's (TimmWrapperImageProcessor): `data_config`, timm's resolved data config, with input_size
+    (channels, height, width), mean and std. transformers' (ViT, DeiT, BEiT, Bit for DINOv2, ...):
+    image_mean, image_std, and the size the model sees: crop_size when it center-crops (DeiT, DINOv2:
+    resize the shorter side, then crop), else size (height/width, or shortest_edge)."""
+    timm = getattr(processor, "data_config", None)
+    if timm is not None:
+        return {"image_size": timm["input_size"][-1], "mean": list(timm["mean"]), "std": list(timm["std"])}
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    size = crop or getattr(processor, "size", None) or {}
+    return {
+        "mean": getattr(processor, "image_mean", None),
+        "std": getattr(processor, "image_std", None),
+        "image_size": size.get("height") or size.get("shortest_edge"),
+    }

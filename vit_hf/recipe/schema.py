@@ -273,8 +273,10 @@ class ModelConfig(Section):
     )
     pretrained: str | None = _key(
         None,
-        "Hub id or local path of a ViT checkpoint to fine-tune (a new head is made for the dataset's "
-        "labels), or to evaluate with --eval-only. Overrides preset.",
+        "Hub id or local path of a checkpoint to fine-tune: ViT, DeiT, BEiT, DINOv2, or a timm ViT (through "
+        "TimmWrapper). A new head is made for the dataset's labels (unless they are the checkpoint's), and the "
+        "position embeddings are resized to data.image_size. Or the model to evaluate with --eval-only. "
+        "Overrides preset.",
     )
     attn_implementation: Literal["auto", "eager", "sdpa"] = _key(
         "auto", "Attention kernel. 'auto' is 'sdpa' (measured faster than 'eager' on GPUs and, in fp32, on CPUs)."

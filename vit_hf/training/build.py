@@ -22,6 +22,7 @@ from ..augment.transform import build_eval_transform, build_train_augment
 from ..data.decode import image_processor_for
 from ..data.loaders import batch_collator
 from ..hub.push import HubPusher
+from ..modeling.families import check_progressive_resizing, record_preprocessing
 from ..modeling.preprocessing import Preprocessing
 from ..outputs.layout import read_budget_state
 from ..recipe.durations import format_duration
@@ -115,12 +116,15 @@ def run_options(recipe: Recipe, prep: Preprocessing, model, num_labels: int, lab
     """VitTrainer's per-run options from the recipe: augmentation, mixing, progressive resizing, extras.
     One builder for a run and for each search trial, so the two cannot drift apart."""
     data = recipe.data
+    resolution = build_resolution_schedule(data.progressive_start_size, data.progressive_ramp, prep.image_size,
+                                           getattr(model.config, "patch_size", 1), data.progressive_sizes)
+    if resolution is not None:
+        check_progressive_resizing(model)
     return RunOptions(
         train_augment=build_train_augment(data, prep.mean, prep.std),
         eval_transform=build_eval_transform(prep.mean, prep.std),
         mixing=build_mixing(data, num_labels, label_smoothing),
-        resolution=build_resolution_schedule(data.progressive_start_size, data.progressive_ramp, prep.image_size,
-                                             getattr(model.config, "patch_size", 1), data.progressive_sizes),
+        resolution=resolution,
         layer_decay=recipe.extras.layer_decay,
         eval_flip_tta=recipe.extras.eval_flip_tta,
         channels_last=channels_last,
@@ -132,6 +136,7 @@ def make_trainer(model, args, prep: Preprocessing, metrics: EvaluationMetrics, o
     """A VitTrainer with vit_hf's data collator, the run's metrics (training.metrics.load_metrics) and image
     processor; shared with evaluation and the search. `options` default to evaluation's: normalization only."""
     kwargs.setdefault("data_collator", batch_collator)
+    record_preprocessing(model, prep)  # the processor saved beside the model is this one; timm's is in its config
     return VitTrainer(
         model=model,
         args=args,
