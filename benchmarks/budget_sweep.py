@@ -3,6 +3,7 @@
     python benchmarks/budget_sweep.py [--budgets 2,5,10,20] [--shapes vit-6x128/8,...]
         [--dataset ../shared/datasets/cifar10] [--results benchmarks/budget_sweep.json] [--python .venv/bin/python]
     python benchmarks/budget_sweep.py --fit     # the curves planning/rule.py holds, fitted to --results
+                                                # and to rule.ANCHORS (published runs of hundreds of epochs)
 
 Each cell is one `python -m vit_hf.run recipes/cifar10_cpu_10m.yaml` with the shape's model keys
 (vit_hf/planning/candidates.py) and `--budget.time` minutes; everything else is that recipe's (light
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vit_hf.planning.candidates import BY_NAME  # noqa: E402
-from vit_hf.planning.rule import fit_curve, fit_decay  # noqa: E402
+from vit_hf.planning.rule import ANCHORS, fit_curves  # noqa: E402
 
 BASE_RECIPE = "recipes/cifar10_cpu_10m.yaml"
 HOLDOUT = ["--data.eval_split", "holdout", "--data.validation_size", "5000"]
@@ -70,18 +71,14 @@ def print_table(rows: list[dict], shapes: list[str], budgets: list[float]) -> No
 
 def print_fit(rows: list[dict]) -> None:
     """error(E) = floor + scale * E^-decay per shape, one decay for all: the constants for planning/rule.py."""
-    by_shape: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        by_shape.setdefault(r["shape"], []).append((r["epochs"], r["accuracy"]))
-    fitted = {name: points for name, points in by_shape.items() if len(points) >= 2}
-    decay = fit_decay(fitted)
+    decay, curves = fit_curves([(r["shape"], r["epochs"], r["accuracy"]) for r in rows])
     print(f"DECAY = {decay:g}")
     print("CURVES = {")
-    for name, points in fitted.items():
-        floor, scale = fit_curve(points, decay)
+    for name, (floor, scale, measured) in curves.items():
+        points = [(r["epochs"], r["accuracy"]) for r in rows if r["shape"] == name] + ANCHORS.get(name, [])
         worst = max(abs(1 - a - floor - scale * e ** -decay) for e, a in points)
-        print(f'    "{name}": ({floor:.4f}, {scale:.4f}),  # {len(points)} cells, '
-              f"{min(e for e, _ in points):g}-{max(e for e, _ in points):g} epochs, worst miss {worst:.3f}")
+        print(f'    "{name}": ({floor:.4f}, {scale:.4f}, {measured:g}),  # {len(points)} points, '
+              f"{min(e for e, _ in points):g}-{measured:g} epochs, worst miss {worst:.3f}")
     print("}")
 
 

@@ -1,5 +1,6 @@
 """`budget.plan: auto`: before training, time the candidate shapes on this machine's real data path and pick
-the shape, batch, learning rate and regularization the budget buys (vit_hf/planning/rule.py says how).
+the shape, batch, learning rate and regularization the budget buys (vit_hf/planning/rule.py says how;
+docs/DESIGN.md, "The budget planner", says why).
 
 The plan is logged up front and becomes the recipe: output_dir/recipe.yaml holds the planned values with
 budget.plan off, so `python -m vit_hf.run OUT/recipe.yaml` repeats the run exactly without the probe.
@@ -32,7 +33,7 @@ from ..planning.rule import (
 )
 from ..recipe.load import with_values
 from ..recipe.schema import Recipe
-from .build import make_trainer, run_options
+from .build import make_trainer, run_options, use_channels_last
 from .metrics import EvaluationMetrics
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def plan_recipe(recipe: Recipe, data: Prepared, prep: Preprocessing, args, label
     train_seconds = seconds_left * (1 - PROBE_SHARE - FINAL_PHASE_SHARE)
     probe_until = started + max(3.0, PROBE_SHARE * seconds_left)
     pool = [Candidate(s) for s in candidates(prep.image_size, recipe.model.stem == "auto")]
-    for candidate in _probe_order(pool):
+    for candidate in _probe_order(pool, prep.image_size):
         if not _could_win(candidate, pool, train_seconds, train_images, prep.image_size):
             candidate.note = "(could not win: not timed)"
             continue
@@ -111,9 +112,9 @@ def time_shape(shape: Shape, batch: int, recipe: Recipe, data: Prepared, prep: P
     return time_training(planned, data, prep, args, label_names, metrics)
 
 
-def _probe_order(pool: list[Candidate]) -> list[Candidate]:
+def _probe_order(pool: list[Candidate], image_size: int) -> list[Candidate]:
     """Cheapest first: it is timed whatever happens, and bounds the speed of the others."""
-    return sorted(pool, key=lambda c: c.shape.train_flops(32))
+    return sorted(pool, key=lambda c: c.shape.train_flops(image_size))
 
 
 def _could_win(candidate: Candidate, pool: list[Candidate], train_seconds: float, train_images: int,
@@ -184,7 +185,8 @@ def time_training(recipe: Recipe, data: Prepared, prep: Preprocessing, args, lab
             per_device_train_batch_size=batch, eval_strategy="no", save_strategy="no", logging_strategy="no",
             report_to=[], push_to_hub=False, torch_compile=False, disable_tqdm=True, load_best_model_at_end=False,
         )
-        options = run_options(recipe, prep, model, len(label_names), args.label_smoothing_factor)
+        channels_last = use_channels_last(model, args.device)  # timed as the run will train it
+        options = run_options(recipe, prep, model, len(label_names), args.label_smoothing_factor, channels_last)
         trainer = make_trainer(model, probe_args, prep, metrics, options, train_dataset=data.train,
                                callbacks=[timer])
         trainer.train()

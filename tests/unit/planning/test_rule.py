@@ -3,15 +3,29 @@ regularization that grows with the epochs, and the recipe keys a plan sets."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTConfig, ViTForImageClassification
 
+from tests.helpers import ROOT
 from tests.helpers.recipes import tiny_recipe
 from vit_hf.errors import RecipeError
 from vit_hf.planning.candidates import BY_NAME, HYBRID, PLAIN, SHAPES, candidates
-from vit_hf.planning.rule import REGIMES, best, fit_curve, fit_decay, regime_for
+from vit_hf.planning.rule import (
+    CURVES,
+    DECAY,
+    REGIMES,
+    best,
+    epochs_for,
+    fit_curve,
+    fit_curves,
+    fit_decay,
+    predicted_accuracy,
+    regime_for,
+)
 from vit_hf.recipe.load import recipe_from_dict, with_values
 from vit_hf.recipe.schema import Recipe
 
@@ -67,3 +81,34 @@ def test_with_values_sets_dotted_keys_and_checks_them_as_a_loaded_recipe(tmp_pat
     assert recipe.vit_config.get("hidden_size") != 64 and recipe.training["learning_rate"] != 3e-4  # untouched
     with pytest.raises(RecipeError, match="data.pad"):
         with_values(recipe, {"data.pad": "four"})
+
+
+def test_the_rules_curves_are_the_fit_of_the_sweep_table_kept_in_benchmarks():
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "budget_sweep.json").read_text().splitlines() if line]
+    decay, curves = fit_curves([(r["shape"], r["epochs"], r["accuracy"]) for r in rows])
+    assert decay == pytest.approx(DECAY)
+    assert curves.keys() == CURVES.keys()
+    for name, curve in curves.items():
+        assert curve == pytest.approx(CURVES[name], abs=1e-3), name
+
+
+def test_a_fitted_curve_never_promises_more_than_100_percent_nor_more_than_its_epochs_support():
+    for name in CURVES:
+        shape = BY_NAME[name]
+        accuracies = [predicted_accuracy(shape, e) for e in (0.5, 2, 10, 100, 1e4, 1e6)]
+        assert accuracies == sorted(accuracies) and accuracies[-1] < 1.0
+        assert predicted_accuracy(shape, 1e4) == predicted_accuracy(shape, 1e6)  # credited up to a bound
+
+
+def test_a_cpus_minutes_buy_the_cheap_shape_and_a_gpus_minutes_the_large_one():
+    """Images/s as measured in the sweep (2-core CPU), and a GPU 100x faster: 10 minutes of each."""
+    rates = {"vit-6x128/8": 1_200, "hybrid-6x128/8": 1_000, "vit-6x128/4": 275, "vit-9x192/4": 130}
+
+    def choice(speedup: float, names) -> str:
+        scored = [(BY_NAME[n], predicted_accuracy(BY_NAME[n], epochs_for(540, speedup * rates[n], 45_000)))
+                  for n in names]
+        return best(scored).name
+
+    assert choice(1, rates) == "hybrid-6x128/8"
+    assert choice(1, [n for n in rates if not n.startswith("hybrid")]) == "vit-6x128/8"
+    assert choice(100, rates) == "vit-9x192/4"
