@@ -95,7 +95,7 @@ class Regime:
     name: str
     min_epochs: float
     pad: int
-    auto_augment: str | None
+    auto_augment: str  # data.auto_augment: "none" or a policy
     mixup_alpha: float
     cutmix_alpha: float
     random_erasing: float
@@ -113,7 +113,7 @@ class Regime:
 # 100-300 epochs (Lee et al. 2021, 93.6% with ViT 9x192/4 in 100 epochs; CCT, Hassani et al. 2021;
 # recipes/cifar10_tiny.yaml). Medium sits between them, for the epochs neither measured.
 REGIMES = (
-    Regime("light", 0, pad=2, auto_augment=None, mixup_alpha=0.0, cutmix_alpha=0.0, random_erasing=0.0,
+    Regime("light", 0, pad=2, auto_augment="none", mixup_alpha=0.0, cutmix_alpha=0.0, random_erasing=0.0,
            drop_path_rate=0.0),
     Regime("medium", 25, pad=4, auto_augment="trivialaugment", mixup_alpha=0.2, cutmix_alpha=0.0,
            random_erasing=0.1, drop_path_rate=0.05),

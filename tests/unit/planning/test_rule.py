@@ -28,6 +28,7 @@ from vit_hf.planning.rule import (
 )
 from vit_hf.recipe.load import recipe_from_dict, with_values
 from vit_hf.recipe.schema import Recipe
+from vit_hf.training.plan import Candidate, planned_values
 
 
 @pytest.mark.parametrize("name", ["vit-6x128/8", "vit-9x192/4"])
@@ -112,3 +113,14 @@ def test_a_cpus_minutes_buy_the_cheap_shape_and_a_gpus_minutes_the_large_one():
     assert choice(1, rates) == "hybrid-6x128/8"
     assert choice(1, [n for n in rates if not n.startswith("hybrid")]) == "vit-6x128/8"
     assert choice(100, rates) == "vit-9x192/4"
+
+
+@pytest.mark.parametrize("epochs", [2.0, 40.0, 300.0])  # light, medium, strong
+@pytest.mark.parametrize("name", ["vit-6x128/8", "hybrid-6x128/8"])
+def test_every_plan_is_a_valid_recipe(name, epochs, tmp_path):
+    recipe: Recipe = recipe_from_dict(tiny_recipe(tmp_path, tmp_path / "out"))
+    for image_size in [size for size in (32, 64, 224) if BY_NAME[name].fits(size)]:
+        chosen = Candidate(BY_NAME[name], images_per_second=1000.0, epochs=epochs)
+        planned = with_values(recipe, {**planned_values(chosen, image_size), "data.image_size": image_size})
+        assert planned.data.auto_augment == regime_for(epochs).auto_augment
+        assert planned.vit_config["hidden_size"] == BY_NAME[name].hidden_size
