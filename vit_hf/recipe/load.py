@@ -7,6 +7,7 @@ Nothing is loaded but the YAML: no data, no model.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import re
@@ -18,7 +19,7 @@ import yaml
 
 from ..errors import RecipeError
 from .durations import parse_duration
-from .keys import set_dotted
+from .keys import full_key, set_dotted
 from .schema import SECTIONS, TOP_LEVEL_KEYS, ModelConfig, Recipe, vit_config_keys
 from .search_space import check_search_space
 from .training_args import training_section
@@ -136,6 +137,14 @@ def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
     if recipe.search.space:
         check_search_space(raw, recipe_from_dict)
     return recipe
+
+
+def with_values(recipe: Recipe, values: dict[str, Any]) -> Recipe:
+    """A copy of `recipe` with dotted keys set (a bare key is a training key), checked as a loaded recipe is."""
+    raw = copy.deepcopy(recipe.to_dict())
+    for key, value in values.items():
+        set_dotted(raw, full_key(key), value)
+    return recipe_from_dict(raw, source=recipe.source)
 
 
 def default_output_dir(source: str | None) -> str:

@@ -318,11 +318,12 @@ class ModelConfig(Section):
         False,
         "Allow code from the pretrained repository to run. Only for sources you trust.",
     )
-    stem: Literal["patch", "conv"] = _key(
+    stem: Literal["patch", "conv", "auto"] = _key(
         "patch",
         "How pixels become tokens: 'patch' (ViT's patch_size x patch_size projection) or 'conv' (Xiao et al. "
         "2021: log2(patch_size) 3x3 stride-2 convs with BatchNorm+ReLU, then a 1x1 conv; patch_size a power of "
-        "2 >= 4). 'conv' saves a VitHf model: pipeline/AutoModel load it with vit_hf imported.",
+        "2 >= 4). 'conv' saves a VitHf model: pipeline/AutoModel load it with vit_hf imported. 'auto' (with "
+        "budget.plan: auto): the planner may choose either; otherwise it keeps to plain ViTs.",
     )
     pool: Literal["cls", "gap"] = _key(
         "cls",
@@ -370,6 +371,14 @@ class BudgetConfig(Section):
         "Wall-clock limit for the whole run: '90s', '45m', '24h', or seconds. Training stops early enough for "
         "the final evaluation, save and push to end inside it. Counted across restarts: a resumed run "
         "ends on the same deadline. None = no limit.",
+    )
+    plan: Literal["auto"] | None = _key(
+        None,
+        "'auto': before training, time candidate shapes on this machine's data path (seconds, counted in the "
+        "budget) and choose the shape (width, depth, tokens per image), batch, learning rate, warmup and "
+        "regularization that budget.time buys, by the rule in vit_hf/planning/rule.py. The choice and the timings "
+        "are logged; output_dir/recipe.yaml holds the planned values with plan: null, to repeat the run exactly. "
+        "Needs budget.time and a from-scratch model; plain ViTs unless model.stem: auto. None = the recipe as written.",
     )
     save_every: float | Literal["auto"] | None = _key(
         "auto",

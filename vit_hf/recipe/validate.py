@@ -100,10 +100,31 @@ def check_combinations(recipe: Recipe) -> None:
             "on a map-style dataset: its cache is decoded once, on the CPU. Set data.streaming: true or "
             "data.loader: decode, or data.gpu_decode: false"
         )
+    _check_plan(recipe)
     if data.streaming and int(training.get("max_steps", -1) or -1) <= 0 and recipe.budget.time is None:
         raise RecipeError(
             "data.streaming: a stream has no length, so the run needs a limit: set training.max_steps or budget.time"
         )
+
+
+def _check_plan(recipe: Recipe) -> None:
+    """budget.plan: auto sizes a from-scratch run for its time; model.stem: auto is its choice to make."""
+    plan, model = recipe.budget.plan, recipe.model
+    if plan is None:
+        if model.stem == "auto":
+            raise RecipeError("model.stem: 'auto' lets the budget planner choose the stem: set budget.plan: auto, "
+                              "or model.stem: patch or conv")
+        return
+    if recipe.budget.time is None:
+        raise RecipeError("budget.plan: auto sizes the run for its time: set budget.time ('2m', '1h')")
+    if model.pretrained:
+        raise RecipeError("budget.plan: auto chooses a model to train from scratch; model.pretrained fixes it. "
+                          "Drop one of them")
+    if recipe.data.streaming:
+        raise RecipeError("budget.plan: auto needs the train split's size (epochs decide the plan); a stream has "
+                          "none: set data.streaming: false")
+    if recipe.search.space:
+        raise RecipeError("budget.plan: auto and search both choose the recipe's values; use one of them")
 
 
 def _check_metrics(metrics: list[str]) -> None:

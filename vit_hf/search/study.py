@@ -5,7 +5,6 @@ Details: docs/DESIGN.md, "The hyperparameter search".
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import time
@@ -23,7 +22,7 @@ from ..modeling.preprocessing import resolve_preprocessing
 from ..outputs.plots import save_figure
 from ..recipe.durations import format_duration
 from ..recipe.keys import set_dotted
-from ..recipe.load import recipe_from_dict
+from ..recipe.load import recipe_from_dict, with_values
 from ..recipe.schema import Recipe
 from ..recipe.search_space import Dimension, parse_space
 from ..recipe.training_args import training_arguments
@@ -34,6 +33,7 @@ from ..training.build import (
     early_stopping,
     make_trainer,
     run_options,
+    use_channels_last,
     with_loader_settings,
 )
 from ..training.ema import WeightEma
@@ -126,7 +126,8 @@ def run_trial(trial, plan: "TrialPlan", shared: SharedData, metrics: EvaluationM
     budgeting = budget_callback(budget, args, shared.splits.eval_images, model, shared.splits.train) if budget \
         else None
     callbacks = [early_stopping(recipe), budgeting, ema, guard, TrialReport(trial)]
-    options = run_options(recipe, shared.prep, model, len(shared.splits.label_names), args.label_smoothing_factor)
+    options = run_options(recipe, shared.prep, model, len(shared.splits.label_names), args.label_smoothing_factor,
+                          use_channels_last(model, args.device))  # a trial trains as the run would
     trainer = make_trainer(
         model, args, shared.prep, metrics, options,
         train_dataset=shared.data.train, eval_dataset=shared.data.eval,
@@ -178,9 +179,8 @@ def _record(trial, trainer, outcome: str, seconds: float) -> None:
 class TrialPlan:
     """The recipe every trial starts from, and the dimensions a trial sets in it."""
 
-    raw: dict[str, Any]
     dims: list[Dimension]
-    base: Recipe
+    base: Recipe  # the recipe every trial starts from; each sets its values on a copy
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "TrialPlan":
@@ -194,16 +194,13 @@ class TrialPlan:
             # Each trial gets a TimeBudget of its own (TrialBudgets); with a budget, training_arguments
             # leaves the loop length to it.
             raw["budget"]["time"] = recipe.search.time / recipe.search.n_trials
-        return cls(raw, parse_space(recipe.search.space), recipe_from_dict(copy.deepcopy(raw)))
+        return cls(parse_space(recipe.search.space), recipe_from_dict(raw))
 
     def values(self, trial) -> dict[str, Any]:
         return {dim.key: dim.suggest(trial) for dim in self.dims}
 
     def recipe_for(self, trial) -> Recipe:
-        raw = copy.deepcopy(self.raw)
-        for key, value in self.values(trial).items():
-            set_dotted(raw, key, value)
-        return recipe_from_dict(raw)
+        return with_values(self.base, self.values(trial))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from transformers import set_seed
 
 from ..data.pipeline import build_caches, decodes_as_read, plan_loader, prepare
 from ..data.sources import load_splits
+from ..errors import RecipeError
 from ..hub.card import write_model_card
 from ..modeling.build import build_model, count_parameters
 from ..modeling.preprocessing import Preprocessing, resolve_preprocessing
@@ -22,12 +23,14 @@ from ..outputs.layout import latest_checkpoint
 from ..outputs.plots import evaluation_breakdown, write_curves
 from ..outputs.summary import format_summary
 from ..recipe.durations import format_duration
+from ..recipe.load import load_recipe
 from ..recipe.schema import Recipe
 from ..recipe.training_args import training_arguments
 from .build import Run, build_run, make_budget, resume_stream, with_loader_settings
 from .checkpoints import guarded_final_save
 from .metrics import load_metrics
 from .monitor import images_per_step
+from .plan import plan_recipe
 from .resume import resolve_checkpoint
 from .stopping import train_guarded
 
@@ -40,14 +43,19 @@ def train(recipe: Recipe, started_at: float | None = None, clock=time.monotonic)
     args = training_arguments(recipe)
     metrics = load_metrics(recipe.evaluation.metrics)  # a Hub metric that cannot be loaded fails here, before the data
     checkpoint = resolve_checkpoint(recipe.resume, args)  # before the data: a bad path fails early
+    recipe = resumed_plan(recipe, checkpoint, args)  # a planned run that resumes keeps its plan
     write_recipe(recipe, args)
     set_seed(args.seed)
     splits = load_splits(recipe.data, args.seed)
     prep = resolve_preprocessing(recipe)
-    model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
+    planning = recipe.budget.plan == "auto"  # the plan chooses the model, after the data is ready
+    model = None if planning else build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
     args, data = prepared_data(recipe, args, splits, prep)
     args, position = resume_stream(args, data.train, checkpoint)  # a stream continues where its checkpoint was
     budget = make_budget(recipe, started_at, clock, checkpoint)
+    if planning:
+        recipe, args = plan_run(recipe, data, prep, args, splits.label_names, metrics, budget)
+        model = build_model(recipe.model, recipe.vit_config, splits.label_names, prep.image_size)
     run = build_run(recipe, args, model, splits, data, prep, metrics, budget, started_at, clock, position)
     log_plan(recipe, args, run, splits, prep, checkpoint)
     with run.signals:
@@ -78,6 +86,30 @@ def prepare_data(recipe: Recipe) -> None:
     prep = resolve_preprocessing(recipe)
     build_caches(recipe.data, splits, prep.image_size, prep.crop_pct, args)
     logger.info("data: the decode-once caches are ready; the same command without --prepare-data trains from them")
+
+
+def plan_run(recipe: Recipe, data, prep: Preprocessing, args, label_names, metrics, budget):
+    """budget.plan: auto (training/plan.py): the planned recipe and its TrainingArguments; recipe.yaml holds
+    the plan, and the seed is set again so the run is the one `python -m vit_hf.run OUT/recipe.yaml` repeats."""
+    if args.world_size > 1:
+        raise RecipeError("budget.plan: auto plans on one process: run it once without torchrun, then launch "
+                          "OUT/recipe.yaml (the planned recipe) with torchrun")
+    recipe, plan = plan_recipe(recipe, data, prep, args, label_names, metrics, budget.remaining())
+    plan.log()
+    args = with_loader_settings(training_arguments(recipe), data.choice.settings, recipe.training)
+    write_recipe(recipe, args)
+    set_seed(args.seed)
+    return recipe, args
+
+
+def resumed_plan(recipe: Recipe, checkpoint: str | None, args) -> Recipe:
+    """A planned run resumed from a checkpoint continues with the plan its first process made (recipe.yaml):
+    timing the shapes again could choose another one, which the checkpoint's weights do not fit."""
+    saved = Path(args.output_dir) / "recipe.yaml"
+    if recipe.budget.plan != "auto" or checkpoint is None or not saved.is_file():
+        return recipe
+    logger.info("plan: resuming with the plan in %s", saved)
+    return load_recipe(saved)
 
 
 def write_recipe(recipe: Recipe, args) -> None:
