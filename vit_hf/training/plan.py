@@ -23,6 +23,7 @@ from ..modeling.build import build_model
 from ..modeling.preprocessing import Preprocessing
 from ..planning.candidates import Shape, candidates
 from ..planning.rule import (
+    CURVES,
     LEARNING_RATE,
     WARMUP_SHARE,
     batch_size_for,
@@ -70,7 +71,8 @@ class Plan:
         for c in self.candidates:
             rate = f"{c.images_per_second:,.0f} img/s" if c.images_per_second else "not timed"
             epochs = f"{c.epochs:.1f} epochs" if c.epochs is not None else "-"
-            predicted = f"{c.predicted:.1%} expected" if c.predicted is not None else "no curve"
+            predicted = (f"{c.predicted:.1%} expected" if c.predicted is not None
+                         else "no curve" if c.shape.name not in CURVES else "-")
             mark = "  <- chosen" if c is self.chosen else ""
             logger.info("plan:   %-16s %14s  %12s  %14s %s%s", c.shape.name, rate, epochs, predicted, c.note, mark)
         logger.info("plan: %s", ", ".join(f"{k}={v}" for k, v in self.values.items()))
