@@ -160,6 +160,13 @@ def test_every_shipped_recipe_parses_and_builds(path, tiny_pretrained):
         recipe.model.pretrained = str(tiny_pretrained)
     training_arguments(recipe)
     prep = resolve_preprocessing(recipe)
+    if recipe.budget.plan == "auto":  # the plan chooses the model: build the shape it times first
+        from vit_hf.planning.candidates import candidates
+        from vit_hf.recipe.load import with_values
+        from vit_hf.training.plan import Candidate, planned_values
+
+        first = Candidate(candidates(prep.image_size, recipe.model.stem == "auto")[0], 1000.0, epochs=10.0)
+        recipe = with_values(recipe, {**planned_values(first, prep.image_size), "budget.plan": None})
     model = build_model(recipe.model, recipe.vit_config, [f"c{i}" for i in range(10)], prep.image_size)
     assert model.config.num_labels == 10 and model.config.image_size == prep.image_size
 
