@@ -160,7 +160,7 @@ def measure_eval_seconds_per_image(trainer, eval_set) -> float:
     with torch.no_grad():
         for inputs in _timed(loader, timings):
             trainer.prediction_step(trainer.model, inputs, prediction_loss_only=False)
-            _synchronize()
+            synchronize_device()
             images.append(len(inputs["labels"]))
     trainer.model.train()
     # The first batch pays one-off costs (allocation, kernel selection); the rest are steady.
@@ -184,7 +184,8 @@ def _timed(loader, timings: list[float]):
         start = now
 
 
-def _synchronize() -> None:
+def synchronize_device() -> None:
+    """Wait for the GPU's queued work, so a host clock reads what it ran (shared with the planner's probe)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 

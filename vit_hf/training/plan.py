@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 from ..data.pipeline import Prepared
@@ -34,6 +33,7 @@ from ..planning.rule import (
 )
 from ..recipe.load import with_values
 from ..recipe.schema import Recipe
+from .budget import synchronize_device
 from .build import make_trainer, run_options, use_channels_last
 from .metrics import EvaluationMetrics
 
@@ -124,7 +124,7 @@ def _could_win(candidate: Candidate, pool: list[Candidate], train_seconds: float
     """Whether `candidate`, at the fastest it could run (the cheapest timed shape's FLOP rate times
     EFFICIENCY_GAIN_BOUND), would beat the best timed shape's expected accuracy."""
     timed = [c for c in pool if c.images_per_second is not None]
-    if not timed or predicted_accuracy(candidate.shape, 1.0) is None:
+    if not timed or candidate.shape.name not in CURVES:
         return not timed  # the first is always timed; a shape with no curve never wins
     reference = timed[0]
     flop_rate = reference.images_per_second * reference.shape.train_flops(image_size)
@@ -168,10 +168,10 @@ class _ProbeTimer(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == PROBE_WARMUP_STEPS:
-            _synchronize()
+            synchronize_device()
             self.started = time.perf_counter()
         elif state.global_step == PROBE_WARMUP_STEPS + PROBE_TIMED_STEPS:
-            _synchronize()
+            synchronize_device()
             self.seconds = time.perf_counter() - self.started
 
 
@@ -194,8 +194,3 @@ def time_training(recipe: Recipe, data: Prepared, prep: Preprocessing, args, lab
         trainer.train()
     images_per_step = min(batch, len(data.train)) * probe_args.world_size  # a tiny train set makes small batches
     return PROBE_TIMED_STEPS * images_per_step / timer.seconds
-
-
-def _synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
